@@ -1,0 +1,67 @@
+"""hf_compress: turn a large BERT-, GPT-2- or Llama-style model into a smaller, faster one.
+
+The public API is the names in ``__all__``; each lives in the module that implements it and is imported
+on first use, so ``import hf_compress`` stays fast. Importing the package also registers the int8
+compressed-tensors loader with transformers when the ``compressed-tensors`` package is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "AssetError": "hf_compress.errors",
+    "CheckpointError": "hf_compress.errors",
+    "DistillationArguments": "hf_compress.distillation.args",
+    "DistillationTrainer": "hf_compress.distillation.trainer",
+    "HfCompressError": "hf_compress.errors",
+    "Int8Linear": "hf_compress.surgery.int8",
+    "RecipeError": "hf_compress.errors",
+    "SurgeryError": "hf_compress.errors",
+    "UnsupportedArchitectureError": "hf_compress.errors",
+    "drop_layers": "hf_compress.surgery.layers",
+    "get_asset": "hf_compress.assets",
+    "head_importance": "hf_compress.surgery.heads",
+    "layer_importance": "hf_compress.surgery.layers",
+    "load_recipe": "hf_compress.recipe.schema",
+    "prune_heads": "hf_compress.surgery.heads",
+    "push_to_hub": "hf_compress.io.hub",
+    "quantize_int8": "hf_compress.surgery.int8",
+    "run_recipe": "hf_compress.recipe.runner",
+    "select_heads": "hf_compress.surgery.heads",
+    "select_layers": "hf_compress.surgery.layers",
+    "sparsify": "hf_compress.surgery.sparsity",
+    "sparsity_report": "hf_compress.surgery.sparsity",
+    "student_from_teacher": "hf_compress.surgery.layers",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_compress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _register_quantizer() -> None:
+    try:
+        quantizer = importlib.import_module("hf_compress.io.quantizer")
+    except ModuleNotFoundError as exc:  # the int8 loader is not built yet in this checkout
+        if exc.name and exc.name.startswith("hf_compress"):
+            return
+        raise
+    quantizer.register()
+
+
+_register_quantizer()
