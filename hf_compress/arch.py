@@ -7,7 +7,7 @@ Paths are dotted attribute paths. ``layers`` is relative to ``model.base_model``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch.nn as nn
 
@@ -44,6 +44,10 @@ class ArchSpec:
         hidden_size_key: config field of the residual width.
         conv1d: projections are ``transformers.pytorch_utils.Conv1D`` (weight stored ``[in, out]``).
         causal: decoder-only causal LM family.
+        per_layer_keys: config lists with one entry per layer (sliced when layers are dropped; any other
+            list as long as the layer count is sliced too, this names the known ones).
+        layer_threshold_keys: config ints that count layers from the bottom (Qwen2 ``max_window_layers``:
+            the first m layers use full attention), recomputed when layers are dropped.
     """
 
     family: str
@@ -62,6 +66,8 @@ class ArchSpec:
     hidden_size_key: str = "hidden_size"
     conv1d: bool = False
     causal: bool = True
+    per_layer_keys: tuple[str, ...] = ()
+    layer_threshold_keys: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -129,6 +135,8 @@ _LLAMA = ArchSpec(
     mlp_in=("mlp.gate_proj", "mlp.up_proj"),
     mlp_out="mlp.down_proj",
 )
+_QWEN2 = replace(_LLAMA, per_layer_keys=("layer_types",), layer_threshold_keys=("max_window_layers",))
+_GEMMA2 = replace(_LLAMA, per_layer_keys=("layer_types",))
 _PHI = ArchSpec(
     family="phi",
     layers="layers",
@@ -156,11 +164,11 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "gpt2": _GPT2,
     "llama": _LLAMA,
     "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "qwen3": _LLAMA,
+    "qwen2": _QWEN2,
+    "qwen3": _QWEN2,
     "gemma": _LLAMA,
-    "gemma2": _LLAMA,
-    "gemma3_text": _LLAMA,
+    "gemma2": _GEMMA2,
+    "gemma3_text": _GEMMA2,
     "phi": _PHI,
     "phi3": _PHI3,
 }

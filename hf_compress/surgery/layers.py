@@ -49,33 +49,44 @@ def _check_indices(indices, n: int, name: str) -> list[int]:
     return sorted(values)
 
 
-def _per_layer_lists(config, n: int) -> dict[str, list]:
-    """Config attributes that hold one entry per layer (any list/tuple of length ``n``)."""
+def _per_layer_lists(config, spec, n: int) -> dict[str, list]:
+    """Config attributes that hold one entry per layer: the keys the arch table declares, plus any other
+    list/tuple of length ``n`` (a per-layer field the table does not know yet)."""
     found = {}
+    for key in spec.per_layer_keys:
+        value = getattr(config, key, None)
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise SurgeryError(f"config.{key} must list one entry per layer ({n}), got {value!r}; fix the "
+                               f"config before dropping layers")
+        found[key] = value
     for key, value in vars(config).items():
-        if key in _NOT_PER_LAYER or key.endswith(("_token_id", "_token_ids")):
+        if key in found or key in _NOT_PER_LAYER or key.endswith(("_token_id", "_token_ids")):
             continue
         if isinstance(value, (list, tuple)) and len(value) == n:
+            logger.warning("slicing config.%s as a per-layer list (its length equals the layer count)", key)
             found[key] = value
     return found
 
 
-def _new_max_window_layers(config, old_types, new_types: list, keep: list[int], n: int) -> int | None:
-    """Qwen2/Qwen3 ``max_window_layers`` for the kept layers: the first ``m`` layers use full attention,
-    the rest sliding. ``None`` when the config has no such field. Refuses a pattern it cannot express."""
-    mwl = getattr(config, "max_window_layers", None)
+def _new_threshold(config, key: str, old_types, new_types, keep: list[int], n: int) -> int | None:
+    """A layer-count threshold for the kept layers, e.g. Qwen2/Qwen3 ``max_window_layers`` (the first ``m``
+    layers use full attention, the rest sliding). ``None`` when the config has no such field. Refuses a
+    kept attention pattern the threshold cannot express."""
+    mwl = getattr(config, key, None)
     if mwl is None:
         return None
-    if mwl >= n:  # no layer slides: every kept layer is below the threshold, keep the value
-        return mwl
-    new = sum(1 for i in keep if i < mwl)
+    # mwl >= n means no layer slides: keep the value (it still exceeds the new count)
+    new = mwl if mwl >= n else sum(1 for i in keep if i < mwl)
     if new_types is not None and getattr(config, "sliding_window", None) is not None:
-        expected = ["full_attention"] * new + ["sliding_attention"] * (len(keep) - new)
+        full = min(new, len(keep))
+        expected = ["full_attention"] * full + ["sliding_attention"] * (len(keep) - full)
         if list(new_types) != expected:
             raise SurgeryError(
                 f"the kept layers' attention pattern {list(new_types)} cannot be expressed by Qwen2's "
-                f"`max_window_layers` (full attention for the first m layers, sliding after); the original "
-                f"pattern was {list(old_types)} with max_window_layers={mwl}. Keep a set of layers whose "
+                f"`{key}` (full attention for the first m layers, sliding after); the original "
+                f"pattern was {list(old_types)} with {key}={mwl}. Keep a set of layers whose "
                 f"full-attention layers come first"
             )
     return new
@@ -120,10 +131,9 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
     keep = [i for i in range(n) if i not in set(drop)]
 
     # ---- plan: compute every new value before changing anything ----
-    lists = {k: [v[i] for i in keep] for k, v in _per_layer_lists(config, n).items()}
-    lists = {k: (tuple(v) if isinstance(getattr(config, k), tuple) else v) for k, v in lists.items()}
-    mwl = _new_max_window_layers(config, getattr(config, "layer_types", None), lists.get("layer_types"),
-                                 keep, n)
+    lists = {k: type(v)(v[i] for i in keep) for k, v in _per_layer_lists(config, spec, n).items()}
+    thresholds = {k: _new_threshold(config, k, getattr(config, "layer_types", None), lists.get("layer_types"),
+                                    keep, n) for k in spec.layer_threshold_keys}
     fold = spec.family == "gpt2" and getattr(config, "scale_attn_by_inverse_layer_idx", False)
     parent_path = spec.layers.rpartition(".")[0]
     base = getattr(model, "base_model", model)
@@ -141,8 +151,9 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
     setattr(config, spec.num_layers_key, len(keep))
     for key, value in lists.items():
         setattr(config, key, value)
-    if mwl is not None:
-        config.max_window_layers = mwl
+    for key, value in thresholds.items():
+        if value is not None:
+            setattr(config, key, value)
     for attr in ("n_layers", "num_layers", "num_hidden_layers"):  # e.g. DistilBERT's Transformer.n_layers
         if isinstance(getattr(parent, attr, None), int) and getattr(parent, attr) == n:
             setattr(parent, attr, len(keep))
