@@ -30,3 +30,21 @@ def test_unsupported_architecture_names_the_supported_list():
 
     with pytest.raises(UnsupportedArchitectureError, match="'t5'.*bert.*llama"):
         arch.get_arch(Cfg())
+
+
+@pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
+def test_table_declares_every_per_layer_config_list(model_type):
+    # the window settings make Qwen2 / Gemma build their per-layer attention patterns
+    model = tiny_model(model_type, **({"use_sliding_window": True} if model_type.startswith("qwen") else {}))
+    spec = arch.get_arch(model)
+    n = arch.num_layers(model)
+    per_layer = {k for k, v in vars(model.config).items() if isinstance(v, (list, tuple)) and len(v) == n}
+    assert per_layer <= set(spec.per_layer_keys), per_layer
+    for key in spec.per_layer_keys + spec.layer_threshold_keys:
+        assert hasattr(model.config, key), key
+
+
+def test_spec_variants_keep_the_llama_paths():
+    llama, qwen2 = arch.get_arch(tiny_model("llama").config), arch.get_arch(tiny_model("qwen2").config)
+    assert qwen2.linear_paths == llama.linear_paths and qwen2.layers == llama.layers
+    assert qwen2.layer_threshold_keys == ("max_window_layers",) and not llama.per_layer_keys
