@@ -1,0 +1,107 @@
+"""The teacher: loading it in the student's model family, checking it fits, and freezing it.
+
+The teacher is never handed to ``accelerate.prepare``: it is a plain module on the local device in every
+process (no DDP / FSDP wrapper, no gradient all-reduce), frozen and in eval mode.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn as nn
+import transformers
+from transformers.models.auto import modeling_auto
+
+from ..errors import HfCompressError
+
+__all__ = ["TASKS", "model_task", "load_teacher", "check_compatible", "prepare_teacher"]
+
+#: task -> (Auto class name, class-name mapping of transformers)
+TASKS = {
+    "causal-lm": ("AutoModelForCausalLM", modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
+    "masked-lm": ("AutoModelForMaskedLM", modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES),
+    "sequence-classification": ("AutoModelForSequenceClassification",
+                                modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
+    "token-classification": ("AutoModelForTokenClassification",
+                             modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES),
+    "base": ("AutoModel", modeling_auto.MODEL_MAPPING_NAMES),
+}
+
+
+def _class_names(mapping) -> set[str]:
+    names = set()
+    for value in mapping.values():
+        names.update(value if isinstance(value, (list, tuple)) else (value,))
+    return names
+
+
+def model_task(model: nn.Module) -> str:
+    """Which auto-class family the model belongs to: one of ``TASKS``."""
+    name = type(model).__name__
+    for task, (_, mapping) in TASKS.items():
+        if name in _class_names(mapping):
+            return task
+    raise HfCompressError(
+        f"{name} is not a causal-LM, masked-LM, sequence- or token-classification or base transformers model; "
+        f"DistillationTrainer supports only those"
+    )
+
+
+def load_teacher(teacher, student: nn.Module, trust_remote_code: bool = False) -> nn.Module:
+    """A model is returned as is; a path or repo id is loaded with the student's auto class (safetensors only)."""
+    if isinstance(teacher, nn.Module):
+        return teacher
+    if not isinstance(teacher, (str, os.PathLike)):
+        raise HfCompressError(
+            f"`teacher_model` must be a model, a folder or a repo id, got {type(teacher).__name__}"
+        )
+    auto_name, _ = TASKS[model_task(student)]
+    auto = getattr(transformers, auto_name)
+    try:
+        return auto.from_pretrained(
+            os.fspath(teacher), use_safetensors=True, dtype=student.dtype, trust_remote_code=trust_remote_code
+        )
+    except OSError as exc:
+        raise HfCompressError(
+            f"cannot load the teacher {os.fspath(teacher)!r} with {auto_name} (safetensors only, offline): {exc}"
+        ) from exc
+
+
+def check_compatible(student: nn.Module, teacher: nn.Module, need_logits: bool) -> str:
+    """Refuse a teacher whose vocabulary, label count or head differs from the student's; return the task."""
+    if teacher is student:
+        raise HfCompressError("`teacher_model` is the student itself; pass a separate (e.g. deep-copied) teacher")
+    task = model_task(student)
+    s_cfg, t_cfg = student.config, teacher.config
+    s_vocab, t_vocab = getattr(s_cfg, "vocab_size", None), getattr(t_cfg, "vocab_size", None)
+    if s_vocab is not None and t_vocab is not None and s_vocab != t_vocab:
+        raise HfCompressError(
+            f"teacher vocab_size {t_vocab} differs from the student's {s_vocab}: token ids would mean different "
+            f"tokens. Use a teacher and student that share one tokenizer"
+        )
+    if task in ("sequence-classification", "token-classification") and s_cfg.num_labels != t_cfg.num_labels:
+        raise HfCompressError(
+            f"teacher num_labels {t_cfg.num_labels} differs from the student's {s_cfg.num_labels}; "
+            f"give both classification heads the same labels"
+        )
+    if need_logits:
+        t_task = model_task(teacher)
+        if task == "base":
+            raise HfCompressError(
+                f"{type(student).__name__} has no logits to distil; set alpha_logits=0 (hidden states only) "
+                f"or use a model with a head"
+            )
+        if t_task != task:
+            raise HfCompressError(
+                f"teacher is a {t_task} model ({type(teacher).__name__}) but the student is a {task} model "
+                f"({type(student).__name__}); logit distillation needs the same head"
+            )
+    return task
+
+
+def prepare_teacher(teacher: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Freeze (``requires_grad=False``), eval mode (dropout off), move to the student's device and dtype."""
+    teacher.requires_grad_(False)
+    teacher.eval()
+    return teacher.to(device=device, dtype=dtype)

@@ -1,0 +1,333 @@
+"""DistillationTrainer: a transformers ``Trainer`` whose loss mixes logit, hidden-state and task losses.
+
+Reduction rule. For one optimizer step (one gradient-accumulation window, all processes together)::
+
+    loss = alpha_logits * sum(kd over valid logit positions)    / N_logits
+         + alpha_hidden * sum(hidden over attended tokens)      / N_hidden   (mean over layer pairs)
+         + alpha_task   * sum(model's own loss over its items)   / N_task
+
+where each ``N`` counts the valid items of the whole window (every micro-batch, and every process when
+``average_tokens_across_devices`` is on, the default). Valid logit positions: causal LMs shift like the model's
+own loss (position i predicts token i+1) and keep ``attention_mask[:, 1:] & labels[:, 1:] != -100``; other
+token heads keep ``attention_mask & labels != -100`` (labels only when present); sequence classifiers count
+examples. Hidden positions are the attended tokens. So batch 8 and batch 4 x accumulation 2 give equal gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+from transformers import Trainer
+
+from ..arch import num_layers
+from ..errors import HfCompressError
+from . import losses
+from .args import DistillationArguments
+from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
+from .teacher import check_compatible, load_teacher, prepare_teacher
+
+__all__ = ["DistillationTrainer", "WindowCounts"]
+
+logger = logging.getLogger(__name__)
+_TERMS = ("loss_kd", "loss_hidden", "loss_task")
+
+
+@dataclass
+class WindowCounts:
+    """Valid items of one accumulation window: the denominators of the three loss terms."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    task: torch.Tensor
+    world_factor: float = 1.0  # the loss is multiplied by this (DDP averages gradients over processes)
+
+
+class DistillationTrainer(Trainer):
+    """Distil ``teacher_model`` into ``model`` (see the module docstring for the exact loss)."""
+
+    loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
+
+    def __init__(self, model=None, teacher_model=None, args: DistillationArguments | None = None,
+                 teacher_trust_remote_code: bool = False, **kwargs):
+        if not isinstance(args, DistillationArguments):
+            raise HfCompressError(f"`args` must be a DistillationArguments, got {type(args).__name__}")
+        if teacher_model is None:
+            raise HfCompressError("`teacher_model` is required: a model, a folder or a repo id")
+        if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
+            raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
+        super().__init__(model=model, args=args, **kwargs)
+        student = self.model
+        teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
+        self.task = check_compatible(student, teacher, need_logits=args.alpha_logits > 0)
+        device = next(student.parameters()).device
+        self.teacher = prepare_teacher(teacher, device, student.dtype)
+        self.causal = self.task == "causal-lm"
+        self.layer_pairs: list[tuple[int, int]] = []
+        self.projections = None
+        if args.alpha_hidden > 0:
+            self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), num_layers(teacher),
+                                                   args.include_embeddings)
+            with torch.random.fork_rng(devices=[]):  # same initial projections in every process
+                torch.manual_seed(args.seed)
+                self.projections = HiddenProjections(self.layer_pairs, hidden_width(student), hidden_width(teacher))
+            self.projections.to(device=device, dtype=student.dtype)
+            self._register_projection_grad_sync()
+        name = "jsd" if args.logit_loss == "jsd" else args.logit_loss
+        self._logit_loss = {
+            "forward_kl": functools.partial(losses.forward_kl, temperature=args.temperature),
+            "reverse_kl": functools.partial(losses.reverse_kl, temperature=args.temperature),
+            "jsd": functools.partial(losses.generalized_jsd, temperature=args.temperature, beta=args.jsd_beta),
+            "mse": losses.logit_mse,
+        }[name]
+        self._term_sums = torch.zeros(len(_TERMS), dtype=torch.float64)
+        self._windows_seen, self._last_window = 0, None
+
+    # ---- counting valid items ------------------------------------------------------------------------
+    def _masks(self, inputs: dict):
+        """(logit mask, hidden mask, task item count) of one micro-batch."""
+        ids = inputs.get("input_ids")
+        ref = ids if ids is not None else inputs["inputs_embeds"][..., 0]
+        attn = inputs.get("attention_mask")
+        attn = torch.ones_like(ref, dtype=torch.bool) if attn is None else attn.bool()  # (B, T)
+        labels = inputs.get("labels")
+        if self.task == "sequence-classification":
+            logit_mask = torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)  # (B,)
+            n_task = ref.shape[0] if labels is not None else 0
+        elif self.causal:
+            logit_mask = attn[:, 1:]  # (B, T-1): position i predicts token i+1
+            if labels is not None:
+                logit_mask = logit_mask & labels[:, 1:].ne(-100)
+            n_task = int(labels[:, 1:].ne(-100).sum()) if labels is not None else 0
+        else:
+            logit_mask = attn if labels is None else attn & labels.ne(-100)
+            n_task = int(labels.ne(-100).sum()) if labels is not None else 0
+        return logit_mask, attn, n_task
+
+    def _window_counts(self, batches: list, reduce: bool = True) -> WindowCounts:
+        totals = torch.zeros(3, dtype=torch.float64)
+        for batch in batches:
+            logit_mask, hidden_mask, n_task = self._masks(batch)
+            totals += torch.tensor([float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task)],
+                                   dtype=torch.float64)
+        world, factor = self.accelerator.num_processes, 1.0
+        if reduce and world > 1 and self.args.average_tokens_across_devices:
+            totals = self.accelerator.reduce(totals.to(self.args.device), "sum").cpu()
+            factor = float(world)
+        return WindowCounts(*totals.clamp(min=1).unbind(), world_factor=factor)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The window's micro-batches and their :class:`WindowCounts` (replaces transformers' label count)."""
+        batches = list(itertools.islice(epoch_iterator, num_batches))
+        return batches, (self._window_counts(batches) if batches else None)
+
+    # ---- the loss ------------------------------------------------------------------------------------------
+    def _terms(self, model, inputs: dict) -> dict:
+        """Unnormalised sums of the three terms for one micro-batch (task: model mean x its item count)."""
+        args = self.args
+        labels = inputs.get("labels")
+        logit_mask, hidden_mask, n_task = self._masks(inputs)
+        use_task = args.alpha_task > 0 and labels is not None and n_task > 0
+        want_hidden = bool(self.layer_pairs)
+        student_inputs = {k: v for k, v in inputs.items() if use_task or k != "labels"}
+        s_out = model(**student_inputs, output_hidden_states=want_hidden)
+        if self.teacher.training:  # someone called .train() on it: dropout must stay off
+            self.teacher.eval()
+        with torch.no_grad():
+            t_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"},
+                                 output_hidden_states=want_hidden)
+        zero = torch.zeros((), device=hidden_mask.device)
+        out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
+        if args.alpha_logits > 0:
+            s_logits, t_logits = s_out.logits, t_out.logits
+            if self.causal:
+                s_logits, t_logits = s_logits[:, :-1], t_logits[:, :-1]  # (B, T-1, V)
+            out["kd"] = self._logit_loss(s_logits, t_logits, mask=logit_mask, reduction="sum")
+        if want_hidden:
+            total = zero
+            for pair in self.layer_pairs:
+                h_s = self.projections(s_out.hidden_states[pair[0]], pair)  # (B, T, d_T)
+                h_t = t_out.hidden_states[pair[1]]  # (B, T, d_T)
+                if args.hidden_loss in ("mse", "mse+cosine"):
+                    total = total + losses.hidden_mse(h_s, h_t, hidden_mask, reduction="sum")
+                if args.hidden_loss in ("cosine", "mse+cosine"):
+                    total = total + losses.hidden_cosine(h_s, h_t, hidden_mask, reduction="sum")
+            out["hidden"] = total / len(self.layer_pairs)
+        if use_task:
+            out["task"] = s_out.loss.float() * n_task  # the model's loss is a mean over its n_task items
+        return out
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        counts = num_items_in_batch
+        if not isinstance(counts, WindowCounts):  # called outside the training loop: this batch is the window
+            counts = self._window_counts([inputs], reduce=False)
+        terms = self._terms(model, inputs)
+        a = self.args
+        parts = torch.stack([terms["kd"] / counts.logits.item(), terms["hidden"] / counts.hidden.item(),
+                             terms["task"] / counts.task.item()])
+        weights = torch.tensor([a.alpha_logits, a.alpha_hidden, a.alpha_task], device=parts.device)
+        loss = (parts * weights).sum() * counts.world_factor
+        if model.training:
+            if counts is not self._last_window:
+                self._windows_seen, self._last_window = self._windows_seen + 1, counts
+            scale = counts.world_factor / self.accelerator.num_processes  # sum over processes -> global value
+            self._term_sums += parts.detach().double().cpu() * scale
+        return (loss, terms["student"]) if return_outputs else loss
+
+    def log(self, logs: dict, start_time=None) -> None:
+        """Adds ``loss_kd``/``loss_hidden``/``loss_task`` (unweighted, averaged since the last log) to train logs."""
+        if "loss" in logs and self._windows_seen > 0:
+            sums = self._term_sums.clone()
+            if self.accelerator.num_processes > 1:
+                sums = self.accelerator.reduce(sums.to(self.args.device), "sum").cpu()
+            alphas = (self.args.alpha_logits, self.args.alpha_hidden, self.args.alpha_task)
+            for name, value, alpha in zip(_TERMS, sums.tolist(), alphas):
+                if alpha > 0:
+                    logs[name] = value / self._windows_seen
+            self._term_sums.zero_()
+            self._windows_seen = 0
+        super().log(logs, start_time)
+
+    # ---- projections: optimizer, gradient sync, clipping, saving, resuming --------------------------------
+    def _projection_params(self) -> list:
+        return [] if self.projections is None else list(self.projections.parameters())
+
+    def _register_projection_grad_sync(self) -> None:
+        """Projections are outside the DDP-wrapped student: average their gradients like DDP does."""
+        if self.accelerator.num_processes == 1 or not dist.is_initialized():
+            return
+
+        def average(param):
+            if self.accelerator.sync_gradients:
+                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)  # gloo has no AVG
+                param.grad.div_(self.accelerator.num_processes)
+
+        for param in self._projection_params():
+            param.register_post_accumulate_grad_hook(average)
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        params = self._projection_params()
+        if params and fresh:
+            optimizer.add_param_group({"params": params, "weight_decay": self.args.weight_decay})
+        elif params and not any(p is q for g in optimizer.param_groups for p in g["params"] for q in params[:1]):
+            logger.warning("the optimizer passed in does not train the hidden-state projections")
+        return optimizer
+
+    def _clip_grad_norm(self, model):
+        params = self._projection_params()
+        if not params or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._clip_grad_norm(model)
+        return self.accelerator.clip_grad_norm_(list(model.parameters()) + params, self.args.max_grad_norm)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """A stock HF folder (no projections inside the model file); projections beside it if asked.
+
+        Checkpoint folders (``_internal_call``) always get the projections file, which resuming needs. A public
+        save goes to a temporary folder first and is then moved into place, so no half-written folder remains.
+        """
+        output_dir = output_dir or self.args.output_dir
+        if _internal_call or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            super().save_model(output_dir, _internal_call=_internal_call)
+            if self.projections is not None and self.args.should_save and (_internal_call or self.args.save_projections):
+                self.projections.save(output_dir)
+            return
+        parent = os.path.dirname(os.path.abspath(output_dir))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=".hf_compress-save-") if self.args.should_save else output_dir
+        try:
+            super().save_model(tmp, _internal_call=True)
+            if self.args.should_save:
+                if self.projections is not None and self.args.save_projections:
+                    self.projections.save(tmp)
+                if not os.path.exists(output_dir) or not os.listdir(output_dir):
+                    shutil.rmtree(output_dir, ignore_errors=True)
+                    os.replace(tmp, output_dir)  # the whole folder at once
+                else:  # an existing folder (e.g. holding checkpoints): replace file by file
+                    for name in os.listdir(tmp):
+                        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+        finally:
+            if self.args.should_save and os.path.isdir(tmp) and tmp != output_dir:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.projections is not None:
+            self.projections.load(resume_from_checkpoint)
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """Distillation loss terms on the eval set, plus student/teacher perplexity (causal LMs) or accuracy
+        (sequence classifiers with labels). Offline: no metric scripts are downloaded."""
+        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # calls back per dataset
+        dataloader = self.get_eval_dataloader(eval_dataset)
+        model = self.model
+        model.eval()
+        keys = ("kd", "hidden", "task", "n_logits", "n_hidden", "n_task", "s_nll", "t_nll", "n_nll",
+                "s_correct", "t_correct", "agree", "n_examples")
+        sums = dict.fromkeys(keys, 0.0)
+        bar = tqdm(dataloader, desc="distillation eval", leave=False,
+                   disable=self.args.disable_tqdm or not self.is_local_process_zero())
+        for batch in bar:
+            inputs = self._prepare_inputs(batch)
+            with torch.no_grad():
+                terms = self._terms(model, inputs)
+            logit_mask, hidden_mask, n_task = self._masks(inputs)
+            for key in ("kd", "hidden", "task"):
+                sums[key] += float(terms[key])
+            sums["n_logits"] += float(logit_mask.sum())
+            sums["n_hidden"] += float(hidden_mask.sum())
+            sums["n_task"] += n_task
+            labels = inputs.get("labels")
+            if self.causal:
+                targets = (labels if labels is not None else inputs["input_ids"])[:, 1:]  # (B, T-1)
+                mask = targets.ne(-100)
+                if inputs.get("attention_mask") is not None:
+                    mask &= inputs["attention_mask"][:, 1:].bool()
+                for who, out in (("s_nll", terms["student"]), ("t_nll", terms["teacher"])):
+                    sums[who] += float(losses.token_cross_entropy(out.logits[:, :-1], targets.clamp(min=0), mask))
+                sums["n_nll"] += float(mask.sum())
+            elif self.task == "sequence-classification":
+                s_pred = terms["student"].logits.argmax(-1)
+                t_pred = terms["teacher"].logits.argmax(-1)
+                sums["agree"] += float((s_pred == t_pred).sum())
+                sums["n_examples"] += s_pred.numel()
+                if labels is not None:
+                    sums["s_correct"] += float((s_pred == labels).sum())
+                    sums["t_correct"] += float((t_pred == labels).sum())
+        totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals.to(self.args.device), "sum").cpu()
+        s = dict(zip(keys, totals.tolist()))
+        a = self.args
+        parts = {"kd": s["kd"] / max(s["n_logits"], 1), "hidden": s["hidden"] / max(s["n_hidden"], 1),
+                 "task": s["task"] / max(s["n_task"], 1)}
+        p = metric_key_prefix
+        metrics = {f"{p}_loss": a.alpha_logits * parts["kd"] + a.alpha_hidden * parts["hidden"]
+                   + a.alpha_task * parts["task"]}
+        for term, alpha in (("kd", a.alpha_logits), ("hidden", a.alpha_hidden), ("task", a.alpha_task)):
+            if alpha > 0:
+                metrics[f"{p}_loss_{term}"] = parts[term]
+        if s["n_nll"] > 0:
+            metrics[f"{p}_student_perplexity"] = float(torch.tensor(s["s_nll"] / s["n_nll"]).exp())
+            metrics[f"{p}_teacher_perplexity"] = float(torch.tensor(s["t_nll"] / s["n_nll"]).exp())
+        if s["n_examples"] > 0:
+            metrics[f"{p}_teacher_agreement"] = s["agree"] / s["n_examples"]
+            if s["n_task"] > 0:
+                metrics[f"{p}_accuracy"] = s["s_correct"] / s["n_examples"]
+                metrics[f"{p}_teacher_accuracy"] = s["t_correct"] / s["n_examples"]
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
