@@ -1,0 +1,75 @@
+"""``hf-compress bench``: size, CPU latency and quality of a model, optionally against a baseline model.
+
+Both models run on the same held-out Wikipedia summaries; latency is measured side by side in one process
+(interleaved, medians), quality is agreement with the baseline (embedding cosine for feature extraction).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["bench", "resolve_model_path"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model_path(name: str) -> Path:
+    """A checkpoint folder, or the folder of a bundled model asset (``minilm``, ``smollm2``, ``mpnet``)."""
+    from ..assets import ASSETS, get_asset
+    from ..errors import CheckpointError
+
+    if Path(name).is_dir():
+        return Path(name)
+    if name in ASSETS and ASSETS[name].kind == "model":
+        return get_asset(name)
+    raise CheckpointError(f"model {name!r} is neither a checkpoint folder nor a bundled model asset "
+                          f"({', '.join(n for n, a in ASSETS.items() if a.kind == 'model')})")
+
+
+def _task_of(path: Path, task: str | None) -> str:
+    from ..io.checkpoint import read_compression_config
+
+    if task:
+        return task
+    recorded = ((read_compression_config(path) or {}).get("recipe") or {}).get("task")
+    if recorded:
+        return recorded
+    import json
+
+    archs = json.loads((path / "config.json").read_text()).get("architectures") or [""]
+    return "causal-lm" if archs[0].endswith("ForCausalLM") else "feature-extraction"
+
+
+def bench(model: str, baseline: str | None = None, task: str | None = None, samples: int = 64,
+          repeats: int = 7) -> list[dict]:
+    """Rows (baseline first when given) with params, bytes on disk, latency, speed-up and quality."""
+    from transformers import AutoTokenizer
+
+    from ..errors import HfCompressError
+    from ..evaluation import checkpoint_bytes, latency_side_by_side, param_count, tokenize_batches, wiki_texts
+    from ..io.checkpoint import load_compressed
+    from .measure import agreement, quality_key
+
+    if samples < 1 or repeats < 1:
+        raise HfCompressError(f"--samples and --repeats must be >= 1, got {samples} and {repeats}")
+    paths = {"model": resolve_model_path(model)}
+    if baseline:
+        paths = {"baseline": resolve_model_path(baseline), **paths}
+    task = _task_of(paths["model"], task)
+    models = {k: load_compressed(p, task=task) for k, p in paths.items()}
+    tokenizer = AutoTokenizer.from_pretrained(paths["model"])
+    batches = tokenize_batches(tokenizer, wiki_texts("heldout", samples), batch_size=16, max_length=128)
+    rows = []
+    for key, m in models.items():
+        row = {"model": str(paths[key]), "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key])}
+        if baseline:
+            row[quality_key(task)] = agreement(m, models["baseline"], task, batches)
+        rows.append(row)
+    lat = latency_side_by_side(models, batches[0], repeats=repeats, warmup=2)
+    for row, key in zip(rows, models):
+        row["latency_ms"] = 1e3 * lat[key]
+    if baseline:
+        rows[1]["speedup"] = lat["baseline"] / lat["model"]
+    return rows
+

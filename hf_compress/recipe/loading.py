@@ -1,0 +1,122 @@
+"""Resolve a recipe's ``model:`` and ``data:`` into a model, a tokenizer and texts.
+
+``model:`` is a bundled asset name (:mod:`hf_compress.assets`), a local folder or a Hub id (network needed),
+or ``{config: {model_type: ..., ...}}`` for a freshly initialised model (tests, smoke runs). ``data:`` is a
+bundled data set (``wiki-summaries``, ``snli``) or a local ``.txt`` (one text a line) / ``.json`` / ``.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..errors import RecipeError
+from ..io.checkpoint import AUTO_CLASSES
+from .schema import DataSpec, ModelSpec
+
+__all__ = ["load_model", "load_texts", "char_tokenizer", "EVAL_EVERY"]
+
+logger = logging.getLogger(__name__)
+
+EVAL_EVERY = 10  # every 10th text is held out for measuring (the same rule as evaluation.wiki_texts)
+
+
+def char_tokenizer():
+    """A tiny character-level tokenizer (52 ids) for models built from a bare ``config`` without one."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {t: i for i, t in enumerate(specials + list("abcdefghijklmnopqrstuvwxyz0123456789.,;:'\"!?()-"))}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                pre_tokenizers.Split(Regex("."), "isolated")])
+    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                      special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def _resolve(name: str) -> str:
+    from ..assets import ASSETS, get_asset
+
+    if name in ASSETS and ASSETS[name].kind == "model" and not Path(name).exists():
+        return str(get_asset(name))
+    return name
+
+
+def load_model(spec: ModelSpec, task: str, seed: int = 0):
+    """``(model, tokenizer, source)``: the model in eval mode, its tokenizer and the folder it came from
+    (``None`` for a config-built model)."""
+    import torch
+    import transformers
+
+    auto = getattr(transformers, AUTO_CLASSES[task])
+    dtype = getattr(torch, spec.dtype)
+    if spec.config is not None:
+        cfg = dict(spec.config)
+        config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        torch.manual_seed(seed)
+        model = auto.from_config(config, dtype=dtype)
+        source = None
+    else:
+        source = _resolve(spec.name_or_path)
+        logger.info("loading %s (%s) from %s", spec.name_or_path, AUTO_CLASSES[task], source)
+        model = auto.from_pretrained(source, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+                                     revision=spec.revision)
+    tok_source = spec.tokenizer if spec.tokenizer is not None else source
+    if tok_source is None:
+        tokenizer = char_tokenizer()
+    else:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(_resolve(tok_source),
+                                                               trust_remote_code=spec.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return model.eval(), tokenizer, source
+
+
+def _file_texts(path: Path, text_field: str | None) -> list[str]:
+    if path.suffix == ".txt":
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif path.suffix == ".json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = list(rows.values()) if isinstance(rows, dict) else rows
+    else:
+        raise RecipeError(f"data.name: a local data file must end in .txt, .json or .jsonl, got {path.name!r}")
+    field = text_field or "text"
+    if rows and isinstance(rows[0], str):
+        return rows
+    if not rows or not isinstance(rows[0], dict) or field not in rows[0]:
+        raise RecipeError(f"data.text_field: rows of {path.name} have no field {field!r}; set `text_field` to one "
+                          f"of {sorted(rows[0]) if rows and isinstance(rows[0], dict) else '[]'}")
+    return [str(r[field]) for r in rows if r.get(field)]
+
+
+def load_texts(data: DataSpec) -> tuple[list[str], list[str]]:
+    """``(train_texts, heldout_texts)``: disjoint; ``max_samples`` caps the training texts."""
+    from ..evaluation import wiki_texts
+
+    if data.name == "wiki-summaries":
+        train, heldout = wiki_texts("calibration"), wiki_texts("heldout")
+    elif data.name == "snli":
+        from ..assets import load_snli
+
+        def texts(split):
+            return [f"{r['premise']} {r['hypothesis']}" for r in load_snli(split)]
+
+        train, heldout = texts("train"), texts("test")
+    else:
+        rows = _file_texts(Path(data.name), data.text_field)
+        train = [t for i, t in enumerate(rows) if i % EVAL_EVERY != 0]
+        heldout = [t for i, t in enumerate(rows) if i % EVAL_EVERY == 0]
+    if data.split in ("test", "heldout"):
+        train = heldout
+    if data.max_samples is not None:
+        train = train[: data.max_samples]
+    if not train:
+        raise RecipeError(f"data: {data.name!r} gave no texts")
+    return train, heldout

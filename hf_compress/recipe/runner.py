@@ -1,0 +1,134 @@
+"""Run a recipe: load -> stages in order (measured after each) -> save atomically with card and report ->
+optional push to the Hub.
+
+    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
+    >>> print(result.table)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .schema import Recipe, load_recipe
+
+__all__ = ["RunResult", "run_recipe"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_HELP = (
+    "All numbers were measured offline on this run's CPU, by plain code in `hf_compress.evaluation` (no metric "
+    "scripts or data are downloaded): parameters and bytes of the `*.safetensors` files; CPU latency is the "
+    "median forward time on one held-out batch, base and compressed interleaved in one process (compare the "
+    "ratio, not the milliseconds); *embedding cosine* is the mean cosine between base and compressed "
+    "mean-pooled, L2-normalised sentence embeddings of held-out texts; *agreement* is the fraction of held-out "
+    "tokens/examples where the argmax matches the base model; *topic probe* is nearest-centroid accuracy "
+    "on Wikipedia topics from the embeddings."
+)
+
+
+@dataclass
+class RunResult:
+    output_dir: Path | None
+    rows: list[dict] = field(default_factory=list)  # base, then one row per stage
+    table: str = ""  # markdown: base vs final
+    records: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _eval_data(recipe: Recipe, tokenizer, heldout: list[str] | None):
+    from ..evaluation import tokenize_batches, wiki_texts
+    from .measure import EvalData
+
+    if heldout is None:
+        heldout = wiki_texts("heldout", recipe.eval_samples) if "topic_probe" in recipe.evaluate else None
+    if not heldout:
+        return None
+    texts = heldout[: recipe.eval_samples]
+    batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=recipe.eval_max_length)
+    return EvalData(texts=texts, batches=batches, latency_inputs=batches[0], tokenizer=tokenizer,
+                    max_length=recipe.eval_max_length)
+
+
+def _final_rows(recipe: Recipe, base, model, base_row: dict, final_row: dict, data) -> list[dict]:
+    from ..evaluation import latency_side_by_side
+
+    rows = [dict(base_row, model="base"), dict(final_row, model="compressed")]
+    if data is not None and "latency" in recipe.evaluate:
+        lat = latency_side_by_side({"base": base, "compressed": model}, data.latency_inputs, repeats=7, warmup=2)
+        rows[0]["latency_ms"], rows[1]["latency_ms"] = 1e3 * lat["base"], 1e3 * lat["compressed"]
+        rows[1]["speedup"] = lat["base"] / lat["compressed"]
+    return rows
+
+
+def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | None = None,
+               output_dir: str | os.PathLike | None = None, push_to_hub: str | None = None,
+               token: str | None = None, hub_api=None) -> RunResult:
+    """Run ``recipe`` (a :class:`Recipe` or a YAML path) and return the measured :class:`RunResult`."""
+    import torch
+    import yaml
+
+    from ..evaluation import checkpoint_bytes
+    from ..io.checkpoint import save_compressed
+    from ..io.model_card import build_model_card, format_results_table
+    from ..io.report import plot_report
+    from .loading import load_model, load_texts
+    from .measure import measure, quality_key
+    from .stages import StageContext, run_stage
+
+    start = time.perf_counter()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    recipe = copy.deepcopy(recipe)
+    if output_dir is not None:
+        recipe.output_dir = str(output_dir)
+    if push_to_hub is not None:
+        recipe.push_to_hub = push_to_hub
+    torch.manual_seed(recipe.seed)
+    base, tokenizer, source = load_model(recipe.model, recipe.task, recipe.seed)
+    train, heldout = load_texts(recipe.data) if recipe.data else ([], None)
+    data = _eval_data(recipe, tokenizer, heldout)
+    names = [s.name for s in recipe.stages]
+    first_copies = names and names[0] != "student_from_teacher"
+    ctx = StageContext(model=copy.deepcopy(base) if first_copies else base, teacher=base, tokenizer=tokenizer,
+                       texts=train, task=recipe.task, seed=recipe.seed, max_length=recipe.eval_max_length)
+    rows = [measure("base", base, base, recipe.task, recipe.evaluate, data)]
+    for i, stage in enumerate(recipe.stages):
+        t0 = time.perf_counter()
+        record = run_stage(ctx, stage.name, stage.config)
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        rows.append(measure(f"{i + 1}. {stage.name}", ctx.model, base, recipe.task, recipe.evaluate, data))
+    final = _final_rows(recipe, base, ctx.model, rows[0], rows[-1], data)
+    if source is not None and Path(source).is_dir():
+        final[0]["disk_bytes"] = checkpoint_bytes(source)
+    qkey = quality_key(recipe.task)
+    base_name = recipe.model.name_or_path
+
+    def write_extras(folder: Path) -> None:
+        final[1]["disk_bytes"] = checkpoint_bytes(folder)
+        table = format_results_table([{k: v for k, v in r.items() if k != "mem_bytes"} for r in final])
+        final_table[0] = table
+        timing = ", ".join(f"{r['stage']} {r['seconds']} s" for r in ctx.records)
+        notes = [f"Time per stage on this machine: {timing}."] if timing else []
+        card = build_model_card(folder, base=base_name, task=recipe.task, stage_names=names, results_table=table,
+                                recipe_yaml=recipe.to_yaml(), notes=notes, metrics_help=METRICS_HELP)
+        card.save(folder / "README.md")
+        (folder / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+        plot_report(rows, folder / "report.png", quality_key=qkey if any(qkey in r for r in rows) else None,
+                    title=f"{base_name or recipe.model.config.get('model_type')}: base and after each stage")
+
+    final_table = [""]
+    compression_config = {"base_model": base_name, "task": recipe.task, "stages": ctx.records,
+                          "recipe": recipe.to_dict(), "measured": final, "per_stage": rows}
+    out = save_compressed(ctx.model, recipe.output_dir, tokenizer=tokenizer,
+                          compression_config=compression_config, extra=write_extras)
+    if recipe.push_to_hub:
+        from ..io.hub import push_to_hub as push
+
+        push(out, recipe.push_to_hub, token=token, api=hub_api)
+    return RunResult(output_dir=out, rows=rows, table=final_table[0], records=ctx.records,
+                     seconds=time.perf_counter() - start)
