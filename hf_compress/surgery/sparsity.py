@@ -221,6 +221,12 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
     targets = {n: m for block in blocks for n, m in block.items()}
     if not targets:
         raise SurgeryError(f"`ignore`={config.ignore!r} leaves nothing to prune in {type(model).__name__}")
+    if config.n_m:  # validate every target before the first change
+        m = config.n_m[1]
+        bad = [n for n, mod in targets.items() if _rows(mod).shape[1] % m]
+        if bad:
+            raise SurgeryError(f"pattern {config.pattern!r} needs input dimensions that are a multiple of {m}, "
+                               f"but {bad[0]} has {_rows(targets[bad[0]]).shape[1]}; add it to `ignore`")
 
     def prune(names, norms=None):
         for name in names:
