@@ -1,0 +1,113 @@
+"""GPTQ rounding for symmetric per-channel int8 (Frantar et al., 2022), in the same on-disk format as RTN.
+
+For one layer with weight W (out, in) and calibration inputs X (in, n), GPTQ picks int8 values Q that
+reduce ||W X - (s * Q) X||^2: columns are quantized one at a time and each column's rounding error is
+pushed onto the not-yet-quantized columns through the inverse Hessian H^-1, H = 2 X X^T / n (+ damping).
+The per-channel scale s is the round-to-nearest one (row absmax / 127.5), so only the integers change.
+
+All layers' Hessians are gathered in one pass over the calibration batches with the float model (the
+"non-sequential" variant: cheaper than re-running each block on already-quantized inputs).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..errors import QuantizationError
+from ..io.compressed_tensors import quantize_per_channel
+
+__all__ = ["gptq_quantize_weight", "collect_hessians", "gptq_quantize_model", "run_with_input_hooks"]
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def run_with_input_hooks(model: nn.Module, modules: dict[str, nn.Module], batches, on_input) -> None:
+    """Run ``model(**batch)`` for each batch, calling ``on_input(name, x2d)`` with each module's input
+    flattened to (tokens, in_features). Padding tokens (attention_mask == 0) are dropped."""
+    mask_holder: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def make_hook(name):
+        def hook(_module, args):
+            x = args[0].detach()
+            mask = mask_holder["mask"]
+            if mask is not None and mask.shape == x.shape[:-1]:
+                x = x[mask.bool()]  # (tokens, in)
+            on_input(name, x.reshape(-1, x.shape[-1]).float())
+        return hook
+
+    handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in modules.items()]
+    try:
+        for batch in tqdm(list(batches), desc="calibration", leave=False):
+            if not isinstance(batch, dict):
+                raise QuantizationError(f"calibration batches must be dicts of model inputs, got {type(batch)}")
+            mask_holder["mask"] = batch.get("attention_mask")
+            model(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches) -> dict[str, torch.Tensor]:
+    """name -> H = 2 X X^T / n (in, in) float32 over all calibration tokens of that module's input."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def on_input(name, x):  # x (n, in)
+        sums[name] = sums.get(name, 0) + x.t() @ x
+        counts[name] = counts.get(name, 0) + x.shape[0]
+
+    run_with_input_hooks(model, modules, batches, on_input)
+    missing = [n for n in modules if n not in sums]
+    if missing:
+        raise QuantizationError(f"calibration never reached layers {missing[:5]}; pass batches the model uses")
+    return {n: 2.0 * sums[n] / max(counts[n], 1) for n in sums}
+
+
+@torch.no_grad()
+def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01,
+                         block_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight (out, in) float, hessian (in, in) -> (q int8 (out, in), scale (out, 1) in weight's dtype)."""
+    _, scale = quantize_per_channel(weight)  # (out, 1), the RTN scale
+    W = weight.detach().float().clone()  # (out, in)
+    H = hessian.detach().float().clone()  # (in, in)
+    s = scale.float()
+    n_cols = W.shape[1]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(n_cols, dtype=H.dtype)
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)  # upper factor of H^-1
+    Q = torch.zeros_like(W)
+    for i1 in range(0, n_cols, block_size):
+        i2 = min(i1 + block_size, n_cols)
+        W1 = W[:, i1:i2].clone()  # (out, b)
+        Err = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            w = W1[:, i:i + 1]  # (out, 1)
+            q = torch.round(w / s).clamp_(-128, 127)
+            Q[:, i1 + i:i1 + i + 1] = q
+            err = (w - q * s) / Hinv1[i, i]
+            W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
+            Err[:, i:i + 1] = err
+        W[:, i2:] -= Err @ Hinv[i1:i2, i2:]
+    return Q.to(torch.int8), scale
+
+
+def gptq_quantize_model(model: nn.Module, targets: dict[str, nn.Module], batches, damp: float = 0.01,
+                        block_size: int = 128) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (int8 weight (out, in), scale (out, 1)) for every target nn.Linear / Conv1D."""
+    from .int8 import _float_weight
+
+    hessians = collect_hessians(model, targets, batches)
+    result = {}
+    for name, module in tqdm(targets.items(), desc="gptq", leave=False):
+        result[name] = gptq_quantize_weight(_float_weight(module), hessians.pop(name), damp, block_size)
+    logger.info("GPTQ rounded %d layers", len(result))
+    return result

@@ -1,0 +1,84 @@
+"""Pure tensor kernels behind :class:`hf_compress.surgery.int8.Int8Linear`.
+
+``w8a8``: per-token symmetric int8 activations (absmax / 127), ``torch._int_mm`` with the int8 weight kept
+``[out, in]`` contiguous and passed as ``w.t()`` (the fast CPU layout), then one rescale by
+``x_scale * w_scale``. ``w8a16``: 16-bit activations times the int8 weight; on CPU ``aten._weight_int8pack_mm``
+for a few rows (fast there), else a bf16/fp16 product with the weight converted for that call (O(out·in)
+next to the O(rows·out·in) product). Optionally everything runs through ``torch.compile`` so the quantize
+and rescale passes fuse around the matmul; a compile failure falls back to eager once, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["int8_linear", "w8a8_linear", "w8a16_linear", "quantize_tokens", "SMALL_M"]
+
+logger = logging.getLogger(__name__)
+
+SMALL_M = 8  # rows up to which the CPU w8a16 path uses aten._weight_int8pack_mm (measured fast at M=1)
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric int8: x (M, K) float -> (xq int8 (M, K), scale float32 (M, 1))."""
+    xf = x.float()
+    scale = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0  # (M, 1)
+    return torch.round(xf / scale).to(torch.int8), scale
+
+
+def _int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """a int8 (M, K) @ w int8 (N, K).T -> int32 (M, N)."""
+    m, k = a.shape
+    if a.is_cuda and (m <= 16 or k % 8 or w.shape[0] % 8):  # CUDA _int_mm shape rules
+        return (a.double() @ w.double().t()).to(torch.int32)  # exact: |sum| < 2^53
+    return torch._int_mm(a, w.t())
+
+
+def w8a8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):
+    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> (M, N) in x's dtype."""
+    xq, x_scale = quantize_tokens(x)
+    acc = _int_mm(xq, w)  # (M, N) int32
+    y = acc.float() * x_scale * w_scale.float().t()  # (M, N)
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def w8a16_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):
+    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> (M, N) in x's dtype; activations in 16 bits."""
+    cdtype = x.dtype if x.dtype in _HALF else (torch.bfloat16 if x.device.type == "cpu" else torch.float16)
+    xc = x.to(cdtype)
+    if x.device.type == "cpu" and x.shape[0] <= SMALL_M:
+        y = torch.ops.aten._weight_int8pack_mm(xc, w, w_scale.reshape(-1).to(cdtype))  # (M, N)
+    else:
+        y = F.linear(xc, w.to(cdtype) * w_scale.to(cdtype))  # (M, N)
+    if bias is not None:
+        y = y + bias.to(cdtype)
+    return y.to(x.dtype)
+
+
+_KERNELS = {"w8a8": w8a8_linear, "w8a16": w8a16_linear}
+_COMPILED: dict[str, object] = {}
+_COMPILE_BROKEN = False
+
+
+def int8_linear(x, w, w_scale, bias, mode: str, use_compile: bool = False):
+    """Dispatch to the ``mode`` kernel, compiled when asked and possible."""
+    global _COMPILE_BROKEN
+    fn = _KERNELS[mode]
+    if not use_compile or _COMPILE_BROKEN or torch.is_grad_enabled() and x.requires_grad:
+        return fn(x, w, w_scale, bias)
+    compiled = _COMPILED.get(mode)
+    if compiled is None:
+        compiled = _COMPILED[mode] = torch.compile(fn, dynamic=True)
+    try:
+        return compiled(x, w, w_scale, bias)
+    except Exception as exc:  # a missing compiler or an inductor bug must not break inference
+        _COMPILE_BROKEN = True
+        logger.warning("torch.compile of the int8 kernel failed (%s: %s); using eager kernels",
+                       type(exc).__name__, str(exc)[:200])
+        return fn(x, w, w_scale, bias)
