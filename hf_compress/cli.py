@@ -104,6 +104,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--task", default=None, help="feature-extraction, fill-mask, causal-lm or text-classification")
     p.add_argument("--samples", type=int, default=64, help="held-out texts (default 64)")
     p.add_argument("--repeats", type=int, default=7, help="latency repeats; the median is reported")
+    p.add_argument("--data", help="a .txt/.json/.jsonl file of texts instead of the bundled Wikipedia summaries")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -111,7 +112,8 @@ def _add_bench_parser(sub) -> None:
 def _cmd_bench(args) -> int:
     from .recipe.bench import bench
 
-    rows = bench(args.model, baseline=args.baseline, task=args.task, samples=args.samples, repeats=args.repeats)
+    rows = bench(args.model, baseline=args.baseline, task=args.task, samples=args.samples, repeats=args.repeats,
+                 texts_file=args.data)
     if args.json:
         _print_json(rows)
     else:

@@ -42,14 +42,15 @@ def _task_of(path: Path, task: str | None) -> str:
 
 
 def bench(model: str, baseline: str | None = None, task: str | None = None, samples: int = 64,
-          repeats: int = 7) -> list[dict]:
-    """Rows (baseline first when given) with params, bytes on disk, latency, speed-up and quality."""
+          repeats: int = 7, texts_file: str | None = None) -> list[dict]:
+    """Rows (baseline first when given) with params, bytes on disk, latency, speed-up and quality, on the
+    held-out Wikipedia summaries or the held-out part of ``texts_file`` (.txt/.json/.jsonl)."""
     from transformers import AutoTokenizer
 
     from ..errors import HfCompressError
     from ..evaluation import checkpoint_bytes, latency_side_by_side, param_count, tokenize_batches, wiki_texts
     from ..io.checkpoint import load_compressed
-    from .measure import agreement, quality_key
+    from .measure import agreement, clip_length, quality_key
 
     if samples < 1 or repeats < 1:
         raise HfCompressError(f"--samples and --repeats must be >= 1, got {samples} and {repeats}")
@@ -59,7 +60,15 @@ def bench(model: str, baseline: str | None = None, task: str | None = None, samp
     task = _task_of(paths["model"], task)
     models = {k: load_compressed(p, task=task) for k, p in paths.items()}
     tokenizer = AutoTokenizer.from_pretrained(paths["model"])
-    batches = tokenize_batches(tokenizer, wiki_texts("heldout", samples), batch_size=16, max_length=128)
+    if texts_file:
+        from .loading import load_texts
+        from .schema import DataSpec
+
+        texts = load_texts(DataSpec(name=texts_file))[1][:samples]
+    else:
+        texts = wiki_texts("heldout", samples)
+    batches = tokenize_batches(tokenizer, texts, batch_size=16,
+                               max_length=clip_length(models["model"], 128))
     rows = []
     for key, m in models.items():
         row = {"model": str(paths[key]), "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key])}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EvalData", "quality_key", "agreement", "measure", "topic_probe"]
+__all__ = ["EvalData", "quality_key", "agreement", "measure", "topic_probe", "clip_length"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,13 @@ class EvalData:
     latency_inputs: dict  # one batch, the same for every model
     tokenizer: object
     max_length: int = 128
+
+
+def clip_length(model, max_length: int) -> int:
+    """``max_length`` capped at the model's position limit (``max_position_embeddings`` / ``n_positions``)."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return min(max_length, limit) if limit else max_length
 
 
 def quality_key(task: str) -> str:

@@ -40,18 +40,19 @@ class RunResult:
     seconds: float = 0.0
 
 
-def _eval_data(recipe: Recipe, tokenizer, heldout: list[str] | None):
+def _eval_data(recipe: Recipe, model, tokenizer, heldout: list[str] | None):
     from ..evaluation import tokenize_batches, wiki_texts
-    from .measure import EvalData
+    from .measure import EvalData, clip_length
 
     if heldout is None:
         heldout = wiki_texts("heldout", recipe.eval_samples) if "topic_probe" in recipe.evaluate else None
     if not heldout:
         return None
     texts = heldout[: recipe.eval_samples]
-    batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=recipe.eval_max_length)
+    max_length = clip_length(model, recipe.eval_max_length)
+    batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=max_length)
     return EvalData(texts=texts, batches=batches, latency_inputs=batches[0], tokenizer=tokenizer,
-                    max_length=recipe.eval_max_length)
+                    max_length=max_length)
 
 
 def _final_rows(recipe: Recipe, base, model, base_row: dict, final_row: dict, data) -> list[dict]:
@@ -77,7 +78,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | Non
     from ..io.model_card import build_model_card, format_results_table
     from ..io.report import plot_report
     from .loading import load_model, load_texts
-    from .measure import measure, quality_key
+    from .measure import clip_length, measure, quality_key
     from .stages import StageContext, run_stage
 
     start = time.perf_counter()
@@ -91,11 +92,11 @@ def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | Non
     torch.manual_seed(recipe.seed)
     base, tokenizer, source = load_model(recipe.model, recipe.task, recipe.seed)
     train, heldout = load_texts(recipe.data) if recipe.data else ([], None)
-    data = _eval_data(recipe, tokenizer, heldout)
+    data = _eval_data(recipe, base, tokenizer, heldout)
     names = [s.name for s in recipe.stages]
     first_copies = names and names[0] != "student_from_teacher"
     ctx = StageContext(model=copy.deepcopy(base) if first_copies else base, teacher=base, tokenizer=tokenizer,
-                       texts=train, task=recipe.task, seed=recipe.seed, max_length=recipe.eval_max_length)
+                       texts=train, task=recipe.task, seed=recipe.seed, max_length=clip_length(base, recipe.eval_max_length))
     rows = [measure("base", base, base, recipe.task, recipe.evaluate, data)]
     for i, stage in enumerate(recipe.stages):
         t0 = time.perf_counter()
