@@ -31,6 +31,7 @@ from transformers.pytorch_utils import Conv1D
 from ..arch import get_arch, get_layers
 from ..errors import SurgeryError
 from . import wanda
+from .int8 import matches_ignore
 from .sparsity_masks import attach_mask, get_mask, make_permanent
 from .sparsity_report import SparsityReport, block_projections, sparsity_report
 
@@ -107,25 +108,9 @@ class SparsityConfig:
         return (int(match[1]), int(match[2])) if match else None
 
 
-def _matches_ignore(name: str, patterns) -> bool:
-    """Placeholder until hf_compress.surgery.int8.matches_ignore lands: exact/suffix name or ``re:`` match."""
-    for p in patterns:
-        if p.startswith("re:") and re.match(p[3:], name):
-            return True
-        if name == p or name.endswith("." + p):
-            return True
-    return False
-
-
-try:  # the int8 engineer's shared definition, when present
-    from .int8 import matches_ignore as _matches_ignore  # noqa: F811
-except ImportError:
-    pass
-
-
 def find_targets(model: nn.Module, ignore=()) -> list[dict[str, nn.Module]]:
     """Per block, the ``{qualified name: module}`` projections to prune (``spec.linear_paths`` minus ignored)."""
-    return [{n: m for n, m in block.items() if not _matches_ignore(n, ignore)} for block in block_projections(model)]
+    return [{n: m for n, m in block.items() if not matches_ignore(n, ignore, m)} for block in block_projections(model)]
 
 
 def _rows(module: nn.Module) -> torch.Tensor:
@@ -208,7 +193,8 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
         pattern: ``"unstructured"`` or ``"N:M"`` such as ``"2:4"`` (N kept of every M inputs).
         scope: where weights compete: ``"per_row"`` (each output unit; Wanda's choice), ``"per_layer"``
             or ``"global"`` (all targets together).
-        ignore: module names (exact or a dotted suffix) or ``"re:"`` regexes to leave dense.
+        ignore: module names (exact), class names or ``"re:"`` regexes (``re.match`` on the full name) to
+            leave dense -- the same rule as :func:`hf_compress.surgery.int8.matches_ignore`.
         calibration: iterable of tokenized batches (dicts with ``input_ids``, ``attention_mask``) for Wanda.
         config: a :class:`SparsityConfig` instead of the keyword arguments.
 
