@@ -18,13 +18,13 @@ import logging
 import sys
 
 from ..errors import QuantizationError
-from ..surgery.int8 import Int8Linear, matches_ignore
-from .compressed_tensors import QUANT_METHOD, parse_quantization_config
+
 
 __all__ = ["register", "is_registered", "compressed_tensors_installed"]
 
 logger = logging.getLogger(__name__)
 _AUTO = "transformers.quantizers.auto"
+QUANT_METHOD = "compressed-tensors"  # = compressed_tensors.QUANT_METHOD, kept here so registering imports no torch
 _CLASSES: dict = {}
 
 
@@ -34,6 +34,8 @@ def compressed_tensors_installed() -> bool:
 
 
 def _build_classes():
+    from ..surgery.int8 import Int8Linear, matches_ignore
+    from .compressed_tensors import parse_quantization_config
     from transformers.quantizers.base import HfQuantizer
     from transformers.utils.quantization_config import QuantizationConfigMixin, QuantizationMethod
 
@@ -67,6 +69,11 @@ def _build_classes():
 
         def validate_environment(self, *args, **kwargs):
             return None
+
+        def get_new_dtype(self, converter, param, dtype):
+            if dtype is not None and not dtype.is_floating_point:
+                return None  # never cast into int8 / int32 storage: finish_loading checks the stored dtype
+            return super().get_new_dtype(converter, param, dtype)
 
         def _process_model_before_weight_loading(self, model, **kwargs):
             qc = self.quantization_config
