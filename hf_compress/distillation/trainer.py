@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from ..arch import num_layers
 from ..errors import HfCompressError
@@ -49,6 +49,16 @@ class WindowCounts:
     hidden: torch.Tensor
     task: torch.Tensor
     world_factor: float = 1.0  # the loss is multiplied by this (DDP averages gradients over processes)
+
+
+class _ZeroProjectionGrads(TrainerCallback):
+    """The Trainer zeroes only the student's gradients after each optimizer step; do the projections too."""
+
+    def __init__(self, projections):
+        self.projections = projections
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.projections.zero_grad(set_to_none=True)
 
 
 class DistillationTrainer(Trainer):
@@ -81,6 +91,7 @@ class DistillationTrainer(Trainer):
                 self.projections = HiddenProjections(self.layer_pairs, hidden_width(student), hidden_width(teacher))
             self.projections.to(device=device, dtype=student.dtype)
             self._register_projection_grad_sync()
+            self.add_callback(_ZeroProjectionGrads(self.projections))
         name = "jsd" if args.logit_loss == "jsd" else args.logit_loss
         self._logit_loss = {
             "forward_kl": functools.partial(losses.forward_kl, temperature=args.temperature),
