@@ -138,11 +138,11 @@ def _tensor_stats(folder: Path) -> dict:
                 if name.endswith(("weight_scale", "weight_shape", "weight_zero_point")):
                     continue
                 params += t.numel() * (4 if name.endswith("weight_packed") else 1)
-                if t.dim() == 2 and t.dtype.is_floating_point and "embed" not in name:
+                if t.dim() == 2 and (t.dtype.is_floating_point or t.dtype == torch.int8) and "embed" not in name:
                     zeros += int((t == 0).sum())
                     matrix += t.numel()
     return {"parameters": params, "int8_modules": sorted(int8), "tensor_dtypes": dtypes,
-            "float_matrix_zero_fraction": zeros / matrix if matrix else None}
+            "weight_zero_fraction": zeros / matrix if matrix else None}
 
 
 def describe(path: str | os.PathLike) -> dict:
@@ -167,9 +167,9 @@ def describe(path: str | os.PathLike) -> dict:
             pass
     raw = json.loads((folder / "config.json").read_text())
     per_layer = {k: v for k, v in raw.items() if "head" in k and isinstance(v, (list, dict))}
-    if per_layer:
-        info["per_layer_heads"] = per_layer
-    info["auto_map"] = raw.get("auto_map")
+    if per_layer:  # e.g. ``pruned_heads`` of a head-pruned checkpoint
+        info["head_config"] = per_layer
+    info["auto_map"] = sorted(raw["auto_map"]) if raw.get("auto_map") else None  # remote-code classes
     qc = raw.get("quantization_config") or {}
     info["quantization"] = qc.get("quant_method") and {"method": qc.get("quant_method"), "format": qc.get("format"),
                                                         "ignore": qc.get("ignore")}
@@ -186,13 +186,13 @@ def describe(path: str | os.PathLike) -> dict:
 def format_description(info: dict) -> str:
     """Human-readable lines of :func:`describe`."""
     lines = [f"{info['path']}: {info['model_type']} {info.get('architectures') or ''}"]
-    for key in ("layers", "heads", "kv_heads", "head_dim", "per_layer_heads", "auto_map", "quantization"):
+    for key in ("layers", "heads", "kv_heads", "head_dim", "head_config", "auto_map", "quantization"):
         if info.get(key) is not None:
             lines.append(f"  {key}: {info[key]}")
     lines.append(f"  parameters: {info['parameters']:,}   bytes on disk: {info['bytes_on_disk']:,}")
     lines.append(f"  int8 modules: {len(info['int8_modules'])}   tensor dtypes: {info['tensor_dtypes']}")
-    if info.get("float_matrix_zero_fraction") is not None:
-        lines.append(f"  zeros in float weight matrices: {info['float_matrix_zero_fraction']:.1%}")
+    if info.get("weight_zero_fraction") is not None:
+        lines.append(f"  zeros in weight matrices (embeddings excluded): {info['weight_zero_fraction']:.1%}")
     comp = info.get("compression")
     if comp:
         steps = ", ".join(s.get("stage", "?") for s in comp.get("stages") or [])

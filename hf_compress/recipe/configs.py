@@ -89,7 +89,7 @@ class DistillConfig:
     jsd_beta: float = 0.5
     hidden_loss: str = "mse"
     layer_map: str | list = "uniform"
-    warmup_ratio: float = 0.0
+    warmup_steps: float = 0  # steps, or a fraction of max_steps when < 1
     weight_decay: float = 0.0
     logging_steps: int = 25
 
@@ -112,60 +112,97 @@ class DistillConfig:
             parse_layer_map(self.layer_map)
         except ValueError as exc:
             _fail(f"`layer_map`: {exc}")
-        if not 0 <= self.warmup_ratio < 1:
-            _fail(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.warmup_steps < 0:
+            _fail(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
+
+
+def _delegate(make) -> None:
+    """Validate through the part's own config dataclass, so the recipe accepts exactly what the part does."""
+    from ..errors import HfCompressError
+
+    try:
+        make()
+    except HfCompressError as exc:
+        raise RecipeError(str(exc)) from None
 
 
 @dataclass
 class PruneHeadsConfig:
-    """Prune a fraction of attention heads, ranked by gradient importance (or at random)."""
+    """Prune a fraction of attention heads ranked by gradient importance (or at random); the fields of
+    :class:`hf_compress.surgery.heads.HeadPruningConfig` plus how to rank."""
 
     fraction: float = 0.25
     uniform: bool = True
+    whole_groups: bool = False
+    export: str = "physical"
+    normalize: bool = True
     method: str = "importance"
     num_batches: int = 8
-    export: str | None = None
 
     def __post_init__(self):
-        _check_fraction("fraction", self.fraction)
         _check_choice("method", self.method, ("importance", "random"))
         _check_positive("num_batches", self.num_batches)
-        if self.export is not None:
-            _check_choice("export", self.export, ("physical", "masked"))
+        _delegate(self.part_config)
+
+    def part_config(self):
+        from ..surgery.heads import HeadPruningConfig
+
+        return HeadPruningConfig(fraction=self.fraction, uniform=self.uniform, whole_groups=self.whole_groups,
+                                 export=self.export, normalize=self.normalize)
 
 
 @dataclass
 class SparsifyConfig:
-    """Weight sparsity (magnitude or Wanda; unstructured or 2:4), made permanent before saving."""
+    """Weight sparsity, made permanent before saving: the fields of
+    :class:`hf_compress.surgery.sparsity.SparsityConfig`; Wanda calibrates on ``num_batches`` batches."""
 
-    sparsity: float = 0.5
+    sparsity: float | None = None
     method: str = "magnitude"
     pattern: str = "unstructured"
-    scope: str = "layer"
+    scope: str = "per_row"
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
+    sequential: bool | None = None
     num_batches: int = 8
 
     def __post_init__(self):
-        _check_fraction("sparsity", self.sparsity)
-        _check_choice("method", self.method, ("magnitude", "wanda"))
-        _check_choice("pattern", self.pattern, ("unstructured", "2:4"))
-        _check_choice("scope", self.scope, ("layer", "global"))
         _check_positive("num_batches", self.num_batches)
+        _delegate(self.part_config)
+
+    def part_config(self):
+        from ..surgery.sparsity import SparsityConfig
+
+        return SparsityConfig(sparsity=self.sparsity, method=self.method, pattern=self.pattern, scope=self.scope,
+                              ignore=list(self.ignore), sequential=self.sequential)
 
 
 @dataclass
 class QuantizeInt8Config:
-    """int8 weights (W8A16) or int8 weights and dynamic per-token int8 activations (W8A8)."""
+    """int8 weights (W8A16) or int8 weights and dynamic per-token activations (W8A8): the fields of
+    :class:`hf_compress.surgery.int8.Int8Config`; GPTQ / SmoothQuant calibrate on ``num_batches`` batches."""
 
     mode: str = "w8a8"
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
     method: str = "rtn"
+    smoothquant: float | None = None
+    gptq_damp: float = 0.01
+    gptq_block: int = 128
+    quantize_lm_head: bool = False
     num_batches: int = 8
 
     def __post_init__(self):
-        _check_choice("mode", self.mode, ("w8a8", "w8a16"))
-        _check_choice("method", self.method, ("rtn", "gptq"))
         _check_positive("num_batches", self.num_batches)
+        _delegate(lambda: self.part_config(calibration=[{}]))
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.method == "gptq" or self.smoothquant is not None
+
+    def part_config(self, calibration=None):
+        from ..surgery.int8 import Int8Config
+
+        return Int8Config(mode=self.mode, ignore=list(self.ignore), method=self.method, calibration=calibration,
+                          smoothquant=self.smoothquant, gptq_damp=self.gptq_damp, gptq_block=self.gptq_block,
+                          quantize_lm_head=self.quantize_lm_head)
 
 
 STAGE_CONFIGS: dict[str, type] = {

@@ -38,6 +38,7 @@ class RunResult:
     table: str = ""  # markdown: base vs final
     records: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    model: object = None  # the compressed model, in memory (as saved)
 
 
 def _eval_data(recipe: Recipe, model, tokenizer, heldout: list[str] | None):
@@ -132,4 +133,4 @@ def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | Non
 
         push(out, recipe.push_to_hub, token=token, api=hub_api)
     return RunResult(output_dir=out, rows=rows, table=final_table[0], records=ctx.records,
-                     seconds=time.perf_counter() - start)
+                     seconds=time.perf_counter() - start, model=ctx.model)

@@ -146,7 +146,7 @@ def _check_order(recipe: Recipe) -> None:
         cfg = recipe.stages[i].config
         needs_data = name == "distill" or (name == "prune_heads" and cfg.method == "importance") or (
             name == "drop_layers" and cfg.layers is None) or (name == "sparsify" and cfg.method == "wanda") or (
-            name == "quantize_int8" and cfg.method == "gptq")
+            name == "quantize_int8" and cfg.needs_calibration)
         if needs_data and recipe.data is None:
             raise RecipeError(f"{path}: this stage needs texts; add a `data:` section (e.g. {{name: wiki-summaries}})")
         if name == "distill" and recipe.task == "feature-extraction" and cfg.alpha_logits:

@@ -54,9 +54,10 @@ def drop_layers(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
     record: dict = {}
     indices = cfg.layers
     if indices is None:
-        scores = layer_importance(ctx.model, ctx.batches(cfg.num_batches), method=cfg.method)
-        indices = select_layers(scores, cfg.num_layers, contiguous=cfg.contiguous)
-        record["scores"] = [float(s) for s in scores]
+        block = cfg.num_layers if cfg.contiguous else 1  # contiguous: score whole blocks of n layers
+        scores = layer_importance(ctx.model, ctx.batches(cfg.num_batches), method=cfg.method, n=block)
+        indices = select_layers(scores, cfg.num_layers, contiguous=cfg.contiguous, block=block)
+        record["scores"] = [round(float(s), 6) for s in scores]
     record["dropped"] = [int(i) for i in indices]
     return drop(ctx.model, indices), record
 
@@ -77,7 +78,7 @@ def distill(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
             per_device_train_batch_size=cfg.batch_size, temperature=cfg.temperature, alpha_logits=alpha_logits,
             alpha_hidden=cfg.alpha_hidden, alpha_task=cfg.alpha_task, logit_loss=cfg.logit_loss,
             jsd_beta=cfg.jsd_beta, hidden_loss=cfg.hidden_loss, layer_map=cfg.layer_map,
-            warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
+            warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
             save_strategy="no", report_to=[], seed=ctx.seed, use_cpu=not torch.cuda.is_available(),
             disable_tqdm=False, remove_unused_columns=False,
         )
@@ -90,45 +91,64 @@ def distill(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
                    "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None}
 
 
+def embedding_alignment_loss(teacher: torch.nn.Module):
+    """``loss_fn(model, batch)`` for head importance of a model without a head: minus the dot product of the
+    model's and the (frozen) teacher's mean-pooled last hidden states. Its gradient on a head gate measures how
+    much that head moves the sentence embedding along the teacher's; unlike a distance it is not zero-gradient
+    when the model still equals the teacher."""
+
+    def pooled(model, batch):
+        hidden = model(**batch).last_hidden_state  # (B, T, H)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H)
+
+    def loss_fn(model, batch):
+        with torch.no_grad():
+            target = pooled(teacher, batch)
+        return -(pooled(model, batch) * target).sum(-1).mean()
+
+    return loss_fn
+
+
 def prune_heads(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
-    from ..surgery.heads import head_importance, select_heads
+    from ..arch import num_heads, num_kv_heads
+    from ..surgery.heads import head_importance, prune_heads_by_importance, select_heads
     from ..surgery.heads import prune_heads as prune
 
+    config = cfg.part_config()
+    loss_fn = embedding_alignment_loss(ctx.teacher) if ctx.task == "feature-extraction" else None
     if cfg.method == "importance":
-        scores = head_importance(ctx.model, ctx.batches(cfg.num_batches))
+        model, plan = prune_heads_by_importance(ctx.model, ctx.batches(cfg.num_batches), config, loss_fn=loss_fn)
     else:
-        from ..arch import num_heads, num_layers
+        from ..arch import num_layers
 
         gen = torch.Generator().manual_seed(ctx.seed)
-        scores = torch.rand(num_layers(ctx.model), num_heads(ctx.model), generator=gen)
-    plan = select_heads(scores, cfg.fraction, uniform=cfg.uniform)
-    kwargs = {"export": cfg.export} if cfg.export is not None else {}
-    model = prune(ctx.model, plan, **kwargs)
-    return model, {"pruned": {str(k): [int(h) for h in v] for k, v in plan.items()}}
+        scores = torch.rand(num_layers(ctx.model), num_heads(ctx.model), generator=gen)  # (L, H)
+        group = num_heads(ctx.model) // num_kv_heads(ctx.model)
+        plan = select_heads(scores, cfg.fraction, cfg.uniform, group, cfg.whole_groups)
+        model = prune(ctx.model, plan, export=cfg.export)
+    del head_importance  # imported for the docs reader: importance is computed by prune_heads_by_importance
+    pruned = {str(k): [int(h) for h in v] for k, v in plan.items()}
+    return model, {"pruned_heads": pruned, "num_pruned": sum(len(v) for v in pruned.values()), "export": cfg.export}
 
 
 def sparsify(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
-    from ..surgery.sparsity import sparsify as run, sparsity_report
+    from ..surgery.sparsity import sparsify as run
+    from ..surgery.sparsity import sparsity_report
 
     calibration = ctx.batches(cfg.num_batches) if cfg.method == "wanda" else None
-    model = run(ctx.model, sparsity=cfg.sparsity, method=cfg.method, pattern=cfg.pattern, scope=cfg.scope,
-                ignore=list(cfg.ignore), calibration=calibration)
-    model = model if model is not None else ctx.model
+    model = run(ctx.model, calibration=calibration, config=cfg.part_config())
     report = sparsity_report(model)
-    total = report.get("total") if isinstance(report, dict) else None
-    return model, {"report_total": total}
+    return model, {"target_sparsity": float(report.sparsity), "model_sparsity": float(report.model_sparsity)}
 
 
 def quantize_int8(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
     from ..surgery.int8 import quantize_int8 as quantize
 
-    kwargs = {}
-    if cfg.method != "rtn":
-        kwargs = {"method": cfg.method, "calibration": ctx.batches(cfg.num_batches)}
-    model = quantize(ctx.model, mode=cfg.mode, ignore=list(cfg.ignore), **kwargs)
-    model = model if model is not None else ctx.model
+    calibration = ctx.batches(cfg.num_batches) if cfg.needs_calibration else None
+    model = quantize(ctx.model, cfg.part_config(calibration=calibration))
     n = sum(1 for m in model.modules() if type(m).__name__ == "Int8Linear")
-    return model, {"int8_modules": n}
+    return model, {"int8_modules": n, "mode": cfg.mode}
 
 
 STAGE_FUNCTIONS = {
