@@ -51,7 +51,7 @@ class BenchSettings:
     """Budget of one run; every field of the teacher part goes into the teacher cache key."""
 
     preset: str = "full"
-    train_size: int = 30_000  # training pairs (teacher and students see the same ones)
+    train_size: int = 12_000  # training pairs (teacher and students see the same ones)
     test_size: int | None = None  # None: the whole labelled SNLI test set (9,824 pairs)
     max_length: int = 128
     batch_size: int = 32
@@ -64,6 +64,7 @@ class BenchSettings:
     alpha_logits: float = 0.5
     alpha_task: float = 0.5
     alpha_hidden: float = 1.0
+    layer_map: str = "uniform"  # DistillationArguments.layer_map: "uniform", "last" or JSON [[s, t], ...]
     latency_repeats: int = 10
     bf16_training: bool = True  # autocast bf16 during training (1.5-2x faster on this CPU); eval is fp32
     seed: int = 0
@@ -89,10 +90,10 @@ class BenchSettings:
 
 PRESETS = {
     # full and quick share the teacher (same teacher settings -> same cache entry); students differ in steps
-    "full": BenchSettings(student_steps=600),
-    "quick": BenchSettings(preset="quick", test_size=2_000, student_steps=200, latency_repeats=5),
+    "full": BenchSettings(),
+    "quick": BenchSettings(preset="quick", test_size=2_000, student_steps=150, latency_repeats=5),
     "tiny": BenchSettings(preset="tiny", train_size=96, test_size=48, max_length=16, batch_size=8,
-                          teacher_lr=1e-3, teacher_epochs=2.0, student_steps=6, student_lr=1e-3,
+                          teacher_lr=5e-3, teacher_epochs=3.0, student_steps=6, student_lr=3e-3,
                           latency_repeats=3, bf16_training=False),
 }
 
@@ -216,6 +217,19 @@ def get_teacher(settings, train_tok, tokenizer, init_teacher, model_name, cache_
 
 
 # ----------------------------------------------------------------------------------------- evaluation
+def cached_teacher_accuracy(teacher, teacher_dir: Path, settings, test_tok, tokenizer, labels) -> float:
+    """Teacher test accuracy, stored beside the cached teacher per test selection (it costs minutes on CPU)."""
+    path = teacher_dir / "test_accuracy.json"
+    key = f"test_size={settings.test_size},seed={settings.seed},max_length={settings.max_length},n={len(labels)}"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if key not in known:
+        known[key] = accuracy(predict(teacher, test_tok, tokenizer), labels)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, path)
+    return known[key]
+
+
 @torch.no_grad()
 def predict(model, test_tok, tokenizer, batch_size: int = 128) -> list[int]:
     """Argmax labels over the test set in fp32, batches of similar length (order restored)."""
@@ -253,7 +267,7 @@ def train_student(kind: str, teacher, settings: BenchSettings, train_tok, tokeni
         dargs = DistillationArguments(**kwargs, temperature=settings.temperature,
                                       alpha_logits=settings.alpha_logits, alpha_task=settings.alpha_task,
                                       alpha_hidden=settings.alpha_hidden if kind == "logits + hidden" else 0.0,
-                                      logit_loss="forward_kl", layer_map="uniform")
+                                      logit_loss="forward_kl", layer_map=settings.layer_map)
         trainer = DistillationTrainer(teacher_model=teacher, args=dargs, **common)
     stats = timed_train(trainer)
     return student.eval(), stats
@@ -346,7 +360,7 @@ def render(rows: dict, notes: list, settings: BenchSettings, model_name: str, n_
         f"teacher {settings.teacher_epochs:g} epoch(s) at lr {settings.teacher_lr:g}; every student "
         f"{settings.steps} steps at lr {settings.student_lr:g} from teacher layers; KD: forward KL at "
         f"τ={settings.temperature:g}, α_logits={settings.alpha_logits:g}, α_task={settings.alpha_task:g}, "
-        f"α_hidden={settings.alpha_hidden:g} (uniform layer map, MSE); bf16 autocast training: "
+        f"α_hidden={settings.alpha_hidden:g} ({settings.layer_map} layer map, MSE); bf16 autocast training: "
         f"{settings.bf16_training}. Test: {n_test} SNLI test pairs, fp32. Whole run: {wall_s / 60:.1f} min.", "",
         "| model | layers | params | checkpoint bytes | CPU latency b32 (ms) | SNLI test acc (%) | % of teacher "
         "| training wall time (s) | steps/s |",
@@ -385,8 +399,13 @@ def make_settings(args) -> BenchSettings:
         key, _, value = item.partition("=")
         if key not in types:
             raise SystemExit(f"--set {item!r}: unknown field {key!r}; fields are {', '.join(sorted(types))}")
-        overrides[key] = None if value == "None" else json.loads(value.lower() if value in ("True", "False")
-                                                                  else value) if key != "preset" else value
+        if types[key] == "str":
+            overrides[key] = value
+        else:
+            try:
+                overrides[key] = None if value == "None" else json.loads(value.lower())
+            except json.JSONDecodeError:
+                raise SystemExit(f"--set {item!r}: {value!r} is not a number / true / false / None") from None
     return dataclasses.replace(base, **overrides)
 
 
@@ -403,7 +422,7 @@ def main(argv=None) -> int:
     teacher, teacher_dir, teacher_stats = get_teacher(settings, train_tok, tokenizer, init_teacher, model_name,
                                                       cache_root)
     labels = list(test_tok["label"])
-    teacher_acc = accuracy(predict(teacher, test_tok, tokenizer), labels)
+    teacher_acc = cached_teacher_accuracy(teacher, teacher_dir, settings, test_tok, tokenizer, labels)
     logger.warning("teacher %s: test accuracy %.4f (%d pairs), trained in %.0f s", teacher_dir, teacher_acc,
                    len(labels), teacher_stats["train_s"])
     if args.teacher_only:

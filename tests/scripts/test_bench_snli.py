@@ -86,6 +86,9 @@ def test_teacher_is_reused_from_cache(bench, tiny_run):
     teacher, folder, stats = bench.get_teacher(settings, train_tok, tokenizer, must_not_train, name, cache)
     assert folder.name == f"snli-teacher-{settings.teacher_key(name)}" and stats["steps"] > 0
     assert teacher.config.num_labels == 3
+    # the teacher's test accuracy is stored beside it and is the one the table shows
+    (stored,) = bench.json.loads((folder / "test_accuracy.json").read_text()).values()
+    assert _table(tiny_run[0])[ROWS[0]][4] == pytest.approx(100 * stored, abs=0.006)
 
 
 def test_teacher_key_tracks_teacher_settings_only(bench):
