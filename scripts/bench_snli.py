@@ -288,7 +288,7 @@ def trl_attempt(teacher, settings: BenchSettings, train_tok, tokenizer, work: Pa
             mod = __import__(module, fromlist=[trainer_name])
             config = getattr(mod, config_name)(**train_kwargs(settings, str(work / "trl"), settings.student_lr, 1))
             student = student_from_teacher(teacher, num_layers=settings.student_layers)
-            getattr(mod, trainer_name)(model=student, teacher_model=teacher, args=config,
+            getattr(mod, trainer_name)(model=student, teacher_model=copy.deepcopy(teacher), args=config,
                                        train_dataset=train_tok, processing_class=tokenizer).train()
             return f"trl {trainer_name} unexpectedly trained a classifier: not measured"
         except Exception as exc:  # noqa: BLE001 -- the message is the finding
@@ -297,8 +297,8 @@ def trl_attempt(teacher, settings: BenchSettings, train_tok, tokenizer, work: Pa
 
 
 # ---------------------------------------------------------------------------------------------- table
-def run_students(args, settings, teacher, teacher_acc, teacher_stats, train_tok, test_tok, tokenizer, labels,
-                 model_name):
+def run_students(args, settings, teacher, teacher_dir, teacher_acc, teacher_stats, train_tok, test_tok, tokenizer,
+                 labels, model_name):
     """Train every student, measure size / accuracy / latency (side by side); rows of the table + notes."""
     from hf_compress.surgery.int8 import quantize_int8
 
@@ -307,7 +307,8 @@ def run_students(args, settings, teacher, teacher_acc, teacher_stats, train_tok,
         models = {f"teacher ({model_name})": teacher}
         rows = {f"teacher ({model_name})": dict(acc=teacher_acc, train_s=teacher_stats["train_s"],
                                                 steps_per_s=teacher_stats["steps_per_s"])}
-        notes = []
+        notes = [f"teacher row: fine-tuned once with the plain Trainer ({teacher_stats['steps']} steps) and cached "
+                 f"in `{teacher_dir}`; its training time is from that run."]
         for kind in STUDENTS:
             logger.warning("training student %r for %d steps", kind, settings.steps)
             student, stats = train_student(kind, teacher, settings, train_tok, tokenizer, work)
@@ -427,8 +428,8 @@ def main(argv=None) -> int:
                    len(labels), teacher_stats["train_s"])
     if args.teacher_only:
         return 0
-    rows, notes = run_students(args, settings, teacher, teacher_acc, teacher_stats, train_tok, test_tok,
-                               tokenizer, labels, model_name)
+    rows, notes = run_students(args, settings, teacher, teacher_dir.name, teacher_acc, teacher_stats, train_tok,
+                               test_tok, tokenizer, labels, model_name)
     table = render(rows, notes, settings, model_name, len(labels), time.perf_counter() - t_start)
     print(table)
     out = Path(args.output) if args.output else ROOT / "benchmarks" / "snli.md"
