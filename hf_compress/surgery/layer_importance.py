@@ -37,7 +37,8 @@ def _angular(cos: torch.Tensor) -> torch.Tensor:
 
 
 def _hidden(args: tuple, kwargs: dict, output) -> tuple[torch.Tensor, torch.Tensor]:
-    x_in = args[0] if args else kwargs["hidden_states"]
+    # the block's first argument is the residual stream, passed positionally or by keyword
+    x_in = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
     x_out = output[0] if isinstance(output, (tuple, list)) else output
     return x_in, x_out
 

@@ -19,6 +19,7 @@ CASES.update({
     # the sliding window must be shorter than the 12-token batch for layer types to matter
     "gemma2-window": ("gemma2", {"sliding_window": 4}, [1]),
     "gemma3-pattern": ("gemma3_text", {"sliding_window": 4, "sliding_window_pattern": 2}, [0, 1]),
+    "gemma3-full-only": ("gemma3_text", {"sliding_window": 4, "sliding_window_pattern": 2}, [0, 2]),
     "qwen2-window": ("qwen2", {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 2},
                      [0, 3]),
     "gpt2-inverse-scale": ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, [0, 2]),
