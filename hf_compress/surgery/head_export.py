@@ -60,13 +60,18 @@ def _qkv_sections(model: nn.Module, heads: int) -> tuple[int, int]:
     return heads, arch.num_kv_heads(model)
 
 
+def _qkv_rows(heads: list[int], groups: list[int], d: int, n_heads: int, n_kv: int) -> torch.Tensor:
+    """Rows of a fused [q | k | v] projection that belong to query ``heads`` and key/value ``groups``."""
+    q_end, k_end = n_heads * d, (n_heads + n_kv) * d
+    return torch.cat([head_rows(heads, d), head_rows(groups, d, q_end), head_rows(groups, d, k_end)])
+
+
 def _slice_layer(model, layer, heads: list[int], groups: list[int], n_heads: int, n_kv: int) -> None:
     """Keep query ``heads`` and key/value ``groups`` of one layer (current numbering), physically."""
     d = arch.head_dim(model)
     qkv_list, fused, o = _projections(model, layer)
     if fused is not None:
-        rows = [head_rows(heads, d), head_rows(groups, d, n_heads * d), head_rows(groups, d, (n_heads + n_kv) * d)]
-        keep_out_rows(fused, torch.cat(rows))
+        keep_out_rows(fused, _qkv_rows(heads, groups, d, n_heads, n_kv))
     else:
         q, k, v = qkv_list
         keep_out_rows(q, head_rows(heads, d))
@@ -80,8 +85,7 @@ def _zero_layer(model, layer, heads: list[int], groups: list[int], n_heads: int,
     d = arch.head_dim(model)
     qkv_list, fused, o = _projections(model, layer)
     if fused is not None:
-        rows = [head_rows(heads, d), head_rows(groups, d, n_heads * d), head_rows(groups, d, (n_heads + n_kv) * d)]
-        zero_out_rows(fused, torch.cat(rows))
+        zero_out_rows(fused, _qkv_rows(heads, groups, d, n_heads, n_kv))
     else:
         q, k, v = qkv_list
         zero_out_rows(q, head_rows(heads, d))
@@ -129,15 +133,16 @@ def prune_uniform(model: nn.Module, plan: dict[int, list[int]]) -> nn.Module:
     n_heads, n_kv, d = arch.num_heads(model), arch.num_kv_heads(model), arch.head_dim(model)
 
     def valid(h: int, kv: int) -> bool:
-        return _config_accepts(config, **{spec.num_heads_key: h, spec.num_kv_heads_key: kv, spec.head_dim_key: d})
+        counts = {spec.num_heads_key: h, spec.num_kv_heads_key: kv, spec.head_dim_key: d}
+        return _config_accepts(config, **counts)
 
     new_heads, new_kv, shapes = gqa_structure(plan, arch.num_layers(model), n_heads, n_kv, valid)
     for index, layer in enumerate(arch.get_layers(model)):
         shape = shapes[index]
         _zero_layer(model, layer, shape.zero_heads, shape.zero_groups, n_heads, n_kv)
         _slice_layer(model, layer, shape.heads, shape.groups, n_heads, n_kv)
-        _set_attention_attrs(model, layer, num_key_value_groups=new_heads // new_kv, num_key_value_heads=new_kv,
-                             num_heads=new_heads, num_attention_heads=new_heads)
+        _set_attention_attrs(model, layer, num_key_value_groups=new_heads // new_kv,
+                             num_key_value_heads=new_kv, num_heads=new_heads, num_attention_heads=new_heads)
     setattr(config, spec.num_heads_key, new_heads)
     setattr(config, spec.num_kv_heads_key, new_kv)
     setattr(config, spec.head_dim_key, d)  # explicit: hidden_size // heads no longer gives the head size

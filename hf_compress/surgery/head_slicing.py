@@ -153,7 +153,8 @@ def check_plan(plan, head_counts: list[int]) -> dict[int, list[int]]:
     clean = {}
     for layer, heads in plan.items():
         if not isinstance(layer, int) or not 0 <= layer < len(head_counts):
-            raise SurgeryError(f"plan layer {layer!r} must be an int in [0, {len(head_counts)}); fix the plan keys")
+            raise SurgeryError(f"plan layer {layer!r} must be an int in [0, {len(head_counts)}); "
+                               f"fix the plan keys")
         heads = sorted({int(h) for h in heads})
         bad = [h for h in heads if not 0 <= h < head_counts[layer]]
         if bad:

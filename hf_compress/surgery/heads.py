@@ -6,7 +6,7 @@ attention kernel), one gate entry per head; the importance of a head is the accu
 
     >>> scores = head_importance(model, batches)                 # [num_layers, num_heads], higher = keep
     >>> plan = select_heads(scores, fraction=0.3)                # {layer: [heads to prune]}
-    >>> prune_heads(model, plan)                                 # in place; model.save_pretrained(...) loads back
+    >>> prune_heads(model, plan)                                 # in place; then model.save_pretrained(...)
 
 How each family is saved is described in :mod:`hf_compress.surgery.head_export`.
 """
@@ -53,8 +53,9 @@ class HeadPruningConfig:
 
 def _lm_labels(model: nn.Module, batch: dict) -> torch.Tensor:
     if model.get_output_embeddings() is None:
-        raise SurgeryError(f"{type(model).__name__} has no language-model head, so its own loss cannot be used: "
-                           f"put `labels` in the batches or pass loss_fn=lambda model, batch: <scalar loss>")
+        raise SurgeryError(f"{type(model).__name__} has no language-model head, so its own loss cannot be "
+                           f"used: put `labels` in the batches or pass "
+                           f"loss_fn=lambda model, batch: <scalar loss>")
     labels = batch["input_ids"].clone()
     if "attention_mask" in batch:
         labels[batch["attention_mask"] == 0] = -100  # (B, T)
@@ -72,13 +73,30 @@ def _loss(model: nn.Module, batch: dict, loss_fn: Callable | None) -> torch.Tens
     return loss
 
 
-def _gate_hook(gate: torch.Tensor, head_dim: int):
-    def hook(module, args):
-        x = args[0]  # (..., H * d)
-        gated = (x.unflatten(-1, (-1, head_dim)) * gate[:, None].to(x.dtype)).flatten(-2)  # (..., H, d) -> (..., H*d)
-        return (gated,) + tuple(args[1:])
+class _Gates:
+    """Forward pre-hooks on every output projection that multiply each head of each example by a fresh
+    gate of ones: ``(B, ..., H*d) -> (B, ..., H, d) * gate (B, 1.., H, 1)``. Gates made in one pass are kept
+    (a loss may call the model several times) with the index of their layer."""
 
-    return hook
+    def __init__(self, model: nn.Module, head_dim: int):
+        spec = arch.get_arch(model)
+        self.head_dim, self.made = head_dim, []
+        self.handles = [arch.get_submodule(layer, spec.o).register_forward_pre_hook(self._hook(i))
+                        for i, layer in enumerate(arch.get_layers(model))]
+
+    def _hook(self, index: int):
+        def hook(module, args):
+            x = args[0].unflatten(-1, (-1, self.head_dim))  # (B, ..., H, d)
+            gate = torch.ones(x.shape[0], x.shape[-2], device=x.device, requires_grad=True)  # (B, H) float32
+            self.made.append((index, gate))
+            shape = (x.shape[0],) + (1,) * (x.dim() - 3) + (x.shape[-2], 1)
+            return ((x * gate.view(shape).to(x.dtype)).flatten(-2),) + tuple(args[1:])
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def head_importance(
@@ -88,7 +106,10 @@ def head_importance(
     normalize: bool = True,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Importance of every attention head: mean over batches of ``|dL/dgate|``, shape ``[layers, heads]``.
+    """Importance of every attention head, shape ``[layers, heads]``, higher = keep.
+
+    Michel et al.'s ``E_x |dL(x)/dgate|``: every example (row of a batch) gets its own gate, so the absolute
+    value is taken per example, then summed over the examples of a batch and averaged over batches.
 
     Args:
         batches: dicts of model inputs (``input_ids``, ``attention_mask``, optional ``labels``).
@@ -96,30 +117,30 @@ def head_importance(
             batch, else the LM loss with ``labels = input_ids`` (padding ignored) for causal/masked LMs.
         normalize: divide each layer's scores by their L2 norm (the bertology script's default).
 
-    The model runs in eval mode; its parameters, their ``.grad`` and its train/eval mode are left as they were.
+    The model runs in eval mode; its parameters, their ``.grad`` and its train/eval mode are left as they
+    were (the gradient is taken with ``torch.autograd.grad`` with respect to the gates only).
     """
     counts = layer_head_counts(model)
     if len(set(counts)) != 1:
         raise SurgeryError(f"head_importance needs the same head count in every layer, got {counts}; "
                            f"compute importance before pruning")
-    d, n_heads = arch.head_dim(model), counts[0]
-    spec, layers = arch.get_arch(model), arch.get_layers(model)
     param = next(model.parameters())
-    gates = [torch.ones(n_heads, device=param.device, dtype=torch.float32, requires_grad=True) for _ in layers]
-    handles = [arch.get_submodule(layer, spec.o).register_forward_pre_hook(_gate_hook(gate, d))
-               for layer, gate in zip(layers, gates)]
+    gates = _Gates(model, arch.head_dim(model))
     was_training = model.training
-    total, n_batches = torch.zeros(len(layers), n_heads), 0
+    total, n_batches = torch.zeros(len(counts), counts[0]), 0
     model.eval()
     try:
         for batch in tqdm(batches, desc="head importance", disable=not progress, leave=False):
             batch = {k: v.to(param.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            grads = torch.autograd.grad(_loss(model, batch, loss_fn), gates)  # leaves every .grad untouched
-            total += torch.stack(grads).abs().detach().cpu()  # (L, H)
+            gates.made.clear()
+            loss = _loss(model, batch, loss_fn)
+            grads = torch.autograd.grad(loss, [g for _, g in gates.made])  # leaves every .grad untouched
+            for (layer, _), grad in zip(gates.made, grads):
+                total[layer] += grad.abs().sum(0).cpu()  # (B, H) -> (H,)
             n_batches += 1
     finally:
-        for handle in handles:
-            handle.remove()
+        gates.remove()
+        gates.made.clear()
         model.train(was_training)
     if n_batches == 0:
         raise SurgeryError("head_importance got no batches; pass at least one batch of inputs")
@@ -144,7 +165,8 @@ def select_heads(
 
     Args:
         scores: ``[layers, heads]``, higher = keep (e.g. from :func:`head_importance`; random for a baseline).
-        fraction: share of units to prune, rounded half up to a whole number per layer (``uniform``) or overall.
+        fraction: share of units to prune, rounded half up to a whole number per block (``uniform``) or
+            overall.
         uniform: the same count in every layer; with ``group_size > 1`` also the same count in every KV group,
             which is what lets GQA models shrink physically (see :mod:`hf_compress.surgery.head_slicing`).
         group_size: query heads per key/value head (``num_heads // num_kv_heads``); 1 without GQA.
@@ -153,7 +175,8 @@ def select_heads(
     Never prunes every head of a layer.
     """
     if not torch.is_tensor(scores) or scores.dim() != 2 or not torch.isfinite(scores).all():
-        raise SurgeryError(f"scores must be a finite 2-D tensor [layers, heads], got {getattr(scores, 'shape', scores)}")
+        got = getattr(scores, "shape", scores)
+        raise SurgeryError(f"scores must be a finite 2-D tensor [layers, heads], got {got}")
     if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
         raise SurgeryError(f"fraction must be a number in [0, 1), got {fraction!r}")
     n_layers, n_heads = scores.shape
@@ -197,8 +220,9 @@ def prune_heads(model: nn.Module, plan: dict[int, list[int]], export: str = "phy
     Args:
         plan: ``{layer: [head indices]}`` in the layer's current numbering (see :func:`select_heads`).
         export: ``"physical"``: slice the weights (a smaller model; llama-family configs stay stock,
-            bert/roberta/gpt2 save with a modeling file for ``trust_remote_code=True``). ``"masked"``: zero the
-            heads and keep every shape (a stock checkpoint of the original size, for any family).
+            bert/roberta/gpt2 save with a modeling file for ``trust_remote_code=True``).
+            ``"masked"``: zero the heads and keep every shape (a stock checkpoint of the original size, for
+            any family).
     """
     if export not in EXPORTS:
         raise SurgeryError(f"export must be one of {EXPORTS}, got {export!r}")
@@ -211,7 +235,8 @@ def prune_heads(model: nn.Module, plan: dict[int, list[int]], export: str = "phy
     if spec.family in PER_LAYER_FAMILIES:
         return prune_per_layer(model, plan)
     if spec.head_dim_key is None:
-        raise SurgeryError(f"physical head pruning is not supported for model_type {model.config.model_type!r} "
+        model_type = model.config.model_type
+        raise SurgeryError(f"physical head pruning is not supported for model_type {model_type!r} "
                            f"(no per-layer head count in its config); use export='masked'")
     return prune_uniform(model, plan)
 

@@ -11,15 +11,17 @@ from hf_compress.errors import SurgeryError
 from hf_compress.surgery.heads import HeadPruningConfig
 
 
-def _lm_loss(model, batch) -> float:
-    """The LM loss recomputed in float64 (the models' own loss upcasts to float32: too coarse for FD)."""
+def _lm_loss_terms(model, batch) -> torch.Tensor:
+    """Each example's share of the batch LM loss (sum of its token losses / tokens in the batch), in float64
+    (the models' own loss upcasts to float32: too coarse for finite differences)."""
     labels = batch["input_ids"].clone()
     labels[batch["attention_mask"] == 0] = -100
     with torch.no_grad():
         logits = model(**batch).logits.double()  # (B, T, V)
-    if not arch.get_arch(model).causal:  # masked LM: predict every token in place
-        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten()).item()
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()).item()
+    if arch.get_arch(model).causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # (B, T)
+    return nll.sum(1) / (labels != -100).sum()
 
 
 def _scale_head(model, layer: int, head: int, factor: float) -> None:
@@ -35,17 +37,18 @@ def _scale_head(model, layer: int, head: int, factor: float) -> None:
 
 
 def _finite_difference(model, batch, eps=1e-3) -> torch.Tensor:
+    """Michel et al.'s importance by central differences: sum over examples of |d loss share / d head scale|."""
     n_layers, n_heads = arch.num_layers(model), arch.num_heads(model)
-    grads = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    scores = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     for layer in range(n_layers):
         for head in range(n_heads):
             _scale_head(model, layer, head, 1 + eps)
-            up = _lm_loss(model, batch)
+            up = _lm_loss_terms(model, batch)
             _scale_head(model, layer, head, (1 - eps) / (1 + eps))
-            down = _lm_loss(model, batch)
+            down = _lm_loss_terms(model, batch)
             _scale_head(model, layer, head, 1 / (1 - eps))
-            grads[layer, head] = (up - down) / (2 * eps)
-    return grads
+            scores[layer, head] = ((up - down) / (2 * eps)).abs().sum()  # per example, then summed
+    return scores
 
 
 # llama's RMSNorm computes in float32 even in a float64 model, which limits the finite difference to ~1e-3
@@ -53,7 +56,7 @@ def _finite_difference(model, batch, eps=1e-3) -> torch.Tensor:
 def test_importance_matches_finite_difference(model_type, rtol):
     model = tiny_model(model_type).double()
     batches = [tiny_batch(seed=1), tiny_batch(seed=2)]
-    reference = torch.stack([_finite_difference(model, b).abs() for b in batches]).mean(0)
+    reference = torch.stack([_finite_difference(model, b) for b in batches]).mean(0)
     scores = head_importance(model, batches, normalize=False, progress=False)
     assert scores.shape == reference.shape
     torch.testing.assert_close(scores.double(), reference, rtol=rtol, atol=rtol * 1e-3)

@@ -1,4 +1,4 @@
-"""prune_heads: equivalence with zeroed heads, exact parameter savings, GQA shapes, reload in a fresh process."""
+"""prune_heads: equivalence with zeroed heads, exact parameter savings, GQA shapes, fresh-process reload."""
 
 from __future__ import annotations
 
@@ -58,14 +58,16 @@ def _check_equivalent(model, plan, export="physical"):
 
 # (model_type, plan, expected parameters removed as a function of hidden h and head size d)
 CASES = [
-    ("bert", {0: [1], 2: [0, 2], 3: [3]}, lambda h, d: 4 * (3 * (h * d + d) + h * d)),  # q/k/v rows+bias, o cols
+    # 4 heads go: q/k/v rows and biases, o columns
+    ("bert", {0: [1], 2: [0, 2], 3: [3]}, lambda h, d: 4 * (3 * (h * d + d) + h * d)),
     ("gpt2", {1: [3], 3: [0, 1, 2]}, lambda h, d: 4 * (3 * (h * d + d) + h * d)),
     # llama: 4 heads / 2 KV heads; one query head from each group in every layer: q rows and o cols only
     ("llama", {layer: [1, 2] for layer in range(4)}, lambda h, d: 4 * 2 * (h * d + h * d)),
     # a whole KV group in every layer (layer 2 drops the other group): q, o and k/v rows go
     ("llama", {0: [0, 1], 1: [0, 1], 2: [2, 3], 3: [0, 1]}, lambda h, d: 4 * (2 * 2 * h * d + 2 * h * d)),
     # qwen2 has q/k/v biases: a whole group goes, q rows+bias (2 heads), o cols (2 heads), k and v rows+bias
-    ("qwen2", {layer: [0, 1] for layer in range(4)}, lambda h, d: 4 * (2 * (h * d + d) + 2 * h * d + 2 * (h * d + d))),
+    ("qwen2", {layer: [0, 1] for layer in range(4)},
+     lambda h, d: 4 * (2 * (h * d + d) + 2 * h * d + 2 * (h * d + d))),
     ("phi3", {layer: [1, 3] for layer in range(4)}, lambda h, d: 4 * 2 * (h * d + h * d)),  # fused qkv_proj
 ]
 
@@ -167,7 +169,8 @@ def test_saved_checkpoints_reload_in_a_fresh_process_without_hf_compress(tmp_pat
         "bert_masked": ("bert", "AutoModelForMaskedLM", False, "masked", {0: [1], 2: [0, 2]}),
         "gpt2": ("gpt2", "AutoModelForCausalLM", True, "physical", {1: [3], 3: [0, 1, 2]}),
         "roberta_seqcls": ("roberta", "AutoModelForSequenceClassification", True, "physical", {1: [0, 3]}),
-        "llama": ("llama", "AutoModelForCausalLM", False, "physical", {0: [0, 1], 1: [0, 1], 2: [2, 3], 3: [0, 1]}),
+        "llama": ("llama", "AutoModelForCausalLM", False, "physical",
+                  {0: [0, 1], 1: [0, 1], 2: [2, 3], 3: [0, 1]}),
         "qwen2_3heads": ("qwen2", "AutoModelForCausalLM", False, "physical", {i: [2] for i in range(4)}),
     }
     specs, params = {}, {}
@@ -183,12 +186,14 @@ def test_saved_checkpoints_reload_in_a_fresh_process_without_hf_compress(tmp_pat
         params[name] = _n_params(model)
         assert (path / "modeling_pruned_heads.py").exists() == remote
         assert json.loads((path / "config.json").read_text())["model_type"] == model_type
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run([sys.executable, "-c", _RELOAD, json.dumps(specs)], capture_output=True, text=True,
-                          timeout=240, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+                          timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results.pop("hf_compress_imported") is False
     for name, (module, diff, n_params) in results.items():
         assert diff < 1e-5, name
         assert n_params == params[name], name
-        assert module.startswith("transformers_modules" if specs[name]["remote"] else "transformers.models"), name
+        expected_module = "transformers_modules" if specs[name]["remote"] else "transformers.models"
+        assert module.startswith(expected_module), name

@@ -1,1 +1,1 @@
-"""Modeling code written beside head-pruned bert/roberta/gpt2 checkpoints (imports only torch/transformers)."""
+"""Modeling code saved beside head-pruned bert/roberta/gpt2 checkpoints (imports torch/transformers only)."""

@@ -77,12 +77,14 @@ AUTO_CLASSES = {
              "AutoModelForSequenceClassification": "BertForSequenceClassification",
              "AutoModelForTokenClassification": "BertForTokenClassification",
              "AutoModelForQuestionAnswering": "BertForQuestionAnswering",
-             "AutoModelForMultipleChoice": "BertForMultipleChoice", "AutoModelForPreTraining": "BertForPreTraining"},
+             "AutoModelForMultipleChoice": "BertForMultipleChoice",
+             "AutoModelForPreTraining": "BertForPreTraining"},
     "roberta": {"AutoModel": "RobertaModel", "AutoModelForMaskedLM": "RobertaForMaskedLM",
                 "AutoModelForSequenceClassification": "RobertaForSequenceClassification",
                 "AutoModelForTokenClassification": "RobertaForTokenClassification",
                 "AutoModelForQuestionAnswering": "RobertaForQuestionAnswering",
-                "AutoModelForMultipleChoice": "RobertaForMultipleChoice", "AutoModelForCausalLM": "RobertaForCausalLM"},
+                "AutoModelForMultipleChoice": "RobertaForMultipleChoice",
+                "AutoModelForCausalLM": "RobertaForCausalLM"},
     "gpt2": {"AutoModel": "GPT2Model", "AutoModelForCausalLM": "GPT2LMHeadModel",
              "AutoModelForSequenceClassification": "GPT2ForSequenceClassification",
              "AutoModelForTokenClassification": "GPT2ForTokenClassification",
@@ -93,6 +95,7 @@ AUTO_CLASSES = {
 PRUNED_CLASSES = {}
 for _family_map in AUTO_CLASSES.values():
     for _name in _family_map.values():
-        _cls = type("PrunedHeads" + _name, (PrunedHeadsMixin, getattr(transformers, _name)), {"__module__": __name__})
+        _bases = (PrunedHeadsMixin, getattr(transformers, _name))
+        _cls = type("PrunedHeads" + _name, _bases, {"__module__": __name__})
         globals()[_cls.__name__] = _cls
         PRUNED_CLASSES[_name] = _cls
