@@ -25,14 +25,25 @@ def _print_json(data) -> None:
 
 
 def _add_run_parser(sub) -> None:
-    p = sub.add_parser("run", help="run a recipe and write a Hub-ready folder",
-                       description="Run RECIPE: load the model, apply the stages, measure, save atomically.")
+    p = sub.add_parser(
+        "run",
+        help="run a recipe and write a Hub-ready folder",
+        description="Run RECIPE: load the model, apply the stages, measure, save atomically.",
+    )
     p.add_argument("recipe", help="path of a YAML recipe")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set stages.1.distill.max_steps=10 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set stages.1.distill.max_steps=10 (repeatable)",
+    )
     p.add_argument("--output-dir", help="write here instead of the recipe's output_dir")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repo afterwards")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved recipe; load nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate and print the resolved recipe; load nothing"
+    )
     p.add_argument("--json", action="store_true", help="print the measured rows as JSON on stdout")
     p.set_defaults(func=_cmd_run)
 
@@ -52,17 +63,26 @@ def _cmd_run(args) -> int:
 
     result = run_recipe(recipe, token=os.environ.get("HF_TOKEN"))
     if args.json:
-        _print_json({"output_dir": str(result.output_dir), "rows": result.rows, "stages": result.records,
-                     "seconds": result.seconds})
+        _print_json(
+            {
+                "output_dir": str(result.output_dir),
+                "rows": result.rows,
+                "stages": result.records,
+                "seconds": result.seconds,
+            }
+        )
     else:
         sys.stdout.write(result.table + "\n")
-    logger.info("wrote %s in %.0f s", result.output_dir, result.seconds)
+    logger.info("wrote %s in %.0f s (%.0f CPU-seconds)", result.output_dir, result.seconds, result.cpu_seconds)
     return 0
 
 
 def _add_validate_parser(sub) -> None:
-    p = sub.add_parser("validate", help="check a recipe without loading anything",
-                       description="Check RECIPE's keys, types and stage order; exit 2 naming the first problem.")
+    p = sub.add_parser(
+        "validate",
+        help="check a recipe without loading anything",
+        description="Check RECIPE's keys, types and stage order; exit 2 naming the first problem.",
+    )
     p.add_argument("recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_validate)
@@ -78,8 +98,11 @@ def _cmd_validate(args) -> int:
 
 
 def _add_inspect_parser(sub) -> None:
-    p = sub.add_parser("inspect", help="describe a checkpoint folder (no model is loaded)",
-                       description="Layers, heads, int8 modules, sparsity, size and applied compression of PATH.")
+    p = sub.add_parser(
+        "inspect",
+        help="describe a checkpoint folder (no model is loaded)",
+        description="Layers, heads, int8 modules, sparsity, size and applied compression of PATH.",
+    )
     p.add_argument("path")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_inspect)
@@ -97,14 +120,21 @@ def _cmd_inspect(args) -> int:
 
 
 def _add_bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="size, CPU latency and quality of a model, optionally against a baseline",
-                       description="Measure MODEL (folder or bundled asset name) on held-out Wikipedia summaries.")
+    p = sub.add_parser(
+        "bench",
+        help="size, CPU latency and quality of a model, optionally against a baseline",
+        description="Measure MODEL (folder or bundled asset name) on held-out Wikipedia summaries.",
+    )
     p.add_argument("model")
     p.add_argument("--baseline", help="a second model measured side by side; quality is agreement with it")
-    p.add_argument("--task", default=None, help="feature-extraction, fill-mask, causal-lm or text-classification")
+    p.add_argument(
+        "--task", default=None, help="feature-extraction, fill-mask, causal-lm or text-classification"
+    )
     p.add_argument("--samples", type=int, default=64, help="held-out texts (default 64)")
     p.add_argument("--repeats", type=int, default=7, help="latency repeats; the median is reported")
-    p.add_argument("--data", help="a .txt/.json/.jsonl file of texts instead of the bundled Wikipedia summaries")
+    p.add_argument(
+        "--data", help="a .txt/.json/.jsonl file of texts instead of the bundled Wikipedia summaries"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -112,8 +142,14 @@ def _add_bench_parser(sub) -> None:
 def _cmd_bench(args) -> int:
     from .recipe.bench import bench
 
-    rows = bench(args.model, baseline=args.baseline, task=args.task, samples=args.samples, repeats=args.repeats,
-                 texts_file=args.data)
+    rows = bench(
+        args.model,
+        baseline=args.baseline,
+        task=args.task,
+        samples=args.samples,
+        repeats=args.repeats,
+        texts_file=args.data,
+    )
     if args.json:
         _print_json(rows)
     else:
@@ -138,10 +174,15 @@ def _cmd_env(args) -> int:
     from .io.checkpoint import library_versions
 
     cache = asset_cache_dir()
-    info = {**library_versions(), "compressed_tensors": importlib.util.find_spec("compressed_tensors") is not None,
-            "cuda": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
-            "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE", "0"), "asset_cache": str(cache),
-            "assets_prepared": sorted(n for n in ASSETS if (cache / n).exists())}
+    info = {
+        **library_versions(),
+        "compressed_tensors": importlib.util.find_spec("compressed_tensors") is not None,
+        "cuda": torch.cuda.is_available(),
+        "cpu_threads": torch.get_num_threads(),
+        "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE", "0"),
+        "asset_cache": str(cache),
+        "assets_prepared": sorted(n for n in ASSETS if (cache / n).exists()),
+    }
     if args.json:
         _print_json(info)
     else:
@@ -150,11 +191,20 @@ def _cmd_env(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-compress", description="Distil, prune, sparsify and int8-quantize "
-                                     "Hugging Face models into Hub-loadable checkpoints.")
+    parser = argparse.ArgumentParser(
+        prog="hf-compress",
+        description="Distil, prune, sparsify and int8-quantize "
+        "Hugging Face models into Hub-loadable checkpoints.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,env}")
-    for add in (_add_run_parser, _add_validate_parser, _add_inspect_parser, _add_bench_parser, _add_env_parser):
+    for add in (
+        _add_run_parser,
+        _add_validate_parser,
+        _add_inspect_parser,
+        _add_bench_parser,
+        _add_env_parser,
+    ):
         add(sub)
     return parser
 
@@ -166,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     from .errors import CheckpointError, HfCompressError, RecipeError
 
     try:

@@ -19,8 +19,16 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 
-__all__ = ["COMPRESSION_CONFIG", "AUTO_CLASSES", "save_compressed", "read_compression_config", "load_compressed",
-           "library_versions", "describe", "format_description"]
+__all__ = [
+    "COMPRESSION_CONFIG",
+    "AUTO_CLASSES",
+    "save_compressed",
+    "read_compression_config",
+    "load_compressed",
+    "library_versions",
+    "describe",
+    "format_description",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +51,33 @@ def library_versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"hf_compress": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "huggingface_hub": huggingface_hub.__version__, "python": platform.python_version()}
+    return {
+        "hf_compress": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "huggingface_hub": huggingface_hub.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _check_target(final: Path) -> None:
     if final.exists() and not final.is_dir():
         raise CheckpointError(f"output path {str(final)!r} is a file; give a folder path")
     if final.is_dir() and any(final.iterdir()) and not (final / COMPRESSION_CONFIG).is_file():
-        raise CheckpointError(f"output folder {str(final)!r} is not empty and was not written by hf_compress; "
-                              f"choose another output_dir or empty it")
+        raise CheckpointError(
+            f"output folder {str(final)!r} is not empty and was not written by hf_compress; "
+            f"choose another output_dir or empty it"
+        )
 
 
-def save_compressed(model, output_dir: str | os.PathLike, *, tokenizer=None, compression_config: dict | None = None,
-                    extra: Callable[[Path], None] | None = None) -> Path:
+def save_compressed(
+    model,
+    output_dir: str | os.PathLike,
+    *,
+    tokenizer=None,
+    compression_config: dict | None = None,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``model`` (``save_pretrained``, safetensors), ``tokenizer`` and ``compression_config.json`` to
     ``output_dir`` atomically. ``extra(tmp_folder)`` may add files (model card, plots) before the rename.
 
@@ -77,7 +98,9 @@ def save_compressed(model, output_dir: str | os.PathLike, *, tokenizer=None, com
             extra(tmp)
         # written last (``extra`` may still add measurements): it marks a folder hf_compress finished
         config = {"format_version": 1, **(compression_config or {}), "versions": library_versions()}
-        (tmp / COMPRESSION_CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
+        (tmp / COMPRESSION_CONFIG).write_text(
+            json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8"
+        )
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
@@ -102,7 +125,9 @@ def read_compression_config(path: str | os.PathLike) -> dict | None:
         raise CheckpointError(f"{file} is not valid JSON ({exc}); the checkpoint is damaged") from None
 
 
-def load_compressed(path: str | os.PathLike, task: str | None = None, trust_remote_code: bool = False, **kwargs):
+def load_compressed(
+    path: str | os.PathLike, task: str | None = None, trust_remote_code: bool = False, **kwargs
+):
     """Load a checkpoint folder (ours or any HF folder) with the Auto class of ``task``; the task defaults to
     the one recorded in ``compression_config.json``, else ``feature-extraction``. int8 checkpoints load as
     ``Int8Linear`` modules because importing hf_compress registers their loader."""
@@ -138,11 +163,19 @@ def _tensor_stats(folder: Path) -> dict:
                 if name.endswith(("weight_scale", "weight_shape", "weight_zero_point")):
                     continue
                 params += t.numel() * (4 if name.endswith("weight_packed") else 1)
-                if t.dim() == 2 and (t.dtype.is_floating_point or t.dtype == torch.int8) and "embed" not in name:
+                if (
+                    t.dim() == 2
+                    and (t.dtype.is_floating_point or t.dtype == torch.int8)
+                    and "embed" not in name
+                ):
                     zeros += int((t == 0).sum())
                     matrix += t.numel()
-    return {"parameters": params, "int8_modules": sorted(int8), "tensor_dtypes": dtypes,
-            "weight_zero_fraction": zeros / matrix if matrix else None}
+    return {
+        "parameters": params,
+        "int8_modules": sorted(int8),
+        "tensor_dtypes": dtypes,
+        "weight_zero_fraction": zeros / matrix if matrix else None,
+    }
 
 
 def describe(path: str | os.PathLike) -> dict:
@@ -154,13 +187,22 @@ def describe(path: str | os.PathLike) -> dict:
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{str(path)!r} is not a checkpoint folder (no config.json); give the folder that "
-                              f"save_pretrained or hf-compress run wrote")
+        raise CheckpointError(
+            f"{str(path)!r} is not a checkpoint folder (no config.json); give the folder that "
+            f"save_pretrained or hf-compress run wrote"
+        )
     config = AutoConfig.from_pretrained(folder)
-    info: dict = {"path": str(folder), "model_type": config.model_type,
-                  "architectures": getattr(config, "architectures", None)}
-    for key, fn in (("layers", arch.num_layers), ("heads", arch.num_heads), ("kv_heads", arch.num_kv_heads),
-                    ("head_dim", arch.head_dim)):
+    info: dict = {
+        "path": str(folder),
+        "model_type": config.model_type,
+        "architectures": getattr(config, "architectures", None),
+    }
+    for key, fn in (
+        ("layers", arch.num_layers),
+        ("heads", arch.num_heads),
+        ("kv_heads", arch.num_kv_heads),
+        ("head_dim", arch.head_dim),
+    ):
         try:
             info[key] = fn(config)
         except Exception:  # noqa: BLE001  an architecture outside the table: leave the field out
@@ -171,15 +213,21 @@ def describe(path: str | os.PathLike) -> dict:
         info["head_config"] = per_layer
     info["auto_map"] = sorted(raw["auto_map"]) if raw.get("auto_map") else None  # remote-code classes
     qc = raw.get("quantization_config") or {}
-    info["quantization"] = qc.get("quant_method") and {"method": qc.get("quant_method"), "format": qc.get("format"),
-                                                        "ignore": qc.get("ignore")}
+    info["quantization"] = qc.get("quant_method") and {
+        "method": qc.get("quant_method"),
+        "format": qc.get("format"),
+        "ignore": qc.get("ignore"),
+    }
     from ..evaluation import checkpoint_bytes
 
     info.update(_tensor_stats(folder))
     info["bytes_on_disk"] = checkpoint_bytes(folder)
     cc = read_compression_config(folder)
-    info["compression"] = None if cc is None else {"base_model": cc.get("base_model"), "stages": cc.get("stages"),
-                                                   "versions": cc.get("versions")}
+    info["compression"] = (
+        None
+        if cc is None
+        else {"base_model": cc.get("base_model"), "stages": cc.get("stages"), "versions": cc.get("versions")}
+    )
     return info
 
 

@@ -31,8 +31,16 @@ def _files(folder: Path) -> list[Path]:
     return out
 
 
-def push_to_hub(folder: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
-                commit_message: str | None = None, revision: str | None = None, api=None):
+def push_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+    revision: str | None = None,
+    api=None,
+):
     """Upload every file of ``folder`` (a finished hf_compress output) to the model repo ``repo_id``.
 
     ``api`` defaults to ``huggingface_hub.HfApi(token=token)``; tests pass a fake that records the calls.
@@ -42,8 +50,10 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
     if not _REPO_ID.match(repo_id or ""):
         raise CheckpointError(f"repo_id must look like `user/name`, got {repo_id!r}")
     if not (folder / "config.json").is_file() or not (folder / "README.md").is_file():
-        raise CheckpointError(f"{str(folder)!r} is not a finished hf_compress output (needs config.json and "
-                              f"README.md); run `hf-compress run` first")
+        raise CheckpointError(
+            f"{str(folder)!r} is not a finished hf_compress output (needs config.json and "
+            f"README.md); run `hf-compress run` first"
+        )
     if not (folder / COMPRESSION_CONFIG).is_file():
         logger.warning("%s has no %s: pushing a folder hf_compress did not write", folder, COMPRESSION_CONFIG)
     from huggingface_hub import CommitOperationAdd
@@ -54,7 +64,14 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
         api = HfApi(token=token)
     files = _files(folder)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    operations = [CommitOperationAdd(path_in_repo=rel.as_posix(), path_or_fileobj=str(folder / rel)) for rel in files]
+    operations = [
+        CommitOperationAdd(path_in_repo=rel.as_posix(), path_or_fileobj=str(folder / rel)) for rel in files
+    ]
     logger.info("pushing %d files from %s to %s", len(operations), folder, repo_id)
-    return api.create_commit(repo_id, operations, repo_type="model", revision=revision,
-                             commit_message=commit_message or "Upload model compressed with hf_compress")
+    return api.create_commit(
+        repo_id,
+        operations,
+        repo_type="model",
+        revision=revision,
+        commit_message=commit_message or "Upload model compressed with hf_compress",
+    )

@@ -2,7 +2,8 @@
 
 The metadata carries ``base_model``, ``base_model_relation`` (``quantized`` when int8 weights are stored,
 otherwise ``finetune``: the Hub accepts only adapter / merge / quantized / finetune, so pruning and
-distillation are named in ``tags`` instead), tags, license and pipeline tag; the body holds the measured table,
+distillation are named in ``tags`` instead), tags, license and pipeline tag; the body holds the measured
+table,
 how to load the folder and the resolved recipe.
 """
 
@@ -11,22 +12,43 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["HUB_IDS", "LICENSES", "base_model_relation", "card_tags", "format_results_table", "build_model_card"]
+__all__ = [
+    "HUB_IDS",
+    "LICENSES",
+    "base_model_relation",
+    "card_tags",
+    "format_results_table",
+    "build_model_card",
+]
 
 # bundled asset name -> the Hub repository its files come from (for ``base_model``)
-HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2",
-           "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+HUB_IDS = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet": "sentence-transformers/all-mpnet-base-v2",
+    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
 LICENSES = {"minilm": "apache-2.0", "mpnet": "apache-2.0", "smollm2": "apache-2.0"}
-PIPELINE_TAGS = {"feature-extraction": "feature-extraction", "fill-mask": "fill-mask",
-                 "causal-lm": "text-generation", "text-classification": "text-classification"}
-_STAGE_TAGS = {"student_from_teacher": "layer-pruning", "drop_layers": "layer-pruning", "distill": "distillation",
-               "prune_heads": "head-pruning", "sparsify": "sparse", "quantize_int8": "int8"}
+PIPELINE_TAGS = {
+    "feature-extraction": "feature-extraction",
+    "fill-mask": "fill-mask",
+    "causal-lm": "text-generation",
+    "text-classification": "text-classification",
+}
+_STAGE_TAGS = {
+    "student_from_teacher": "layer-pruning",
+    "drop_layers": "layer-pruning",
+    "distill": "distillation",
+    "prune_heads": "head-pruning",
+    "sparsify": "sparse",
+    "quantize_int8": "int8",
+}
 
 # column key -> (header, formatter)
 _COLUMNS = {
     "model": ("model", str),
     "params": ("parameters", lambda v: f"{v / 1e6:.2f}M"),
     "disk_bytes": ("bytes on disk", lambda v: f"{v / 2**20:.1f} MiB"),
+    "mem_bytes": ("weights in memory", lambda v: f"{v / 2**20:.1f} MiB"),
     "latency_ms": ("CPU latency (median)", lambda v: f"{v:.1f} ms"),
     "speedup": ("speed-up", lambda v: f"{v:.2f}×"),
     "teacher_agreement": ("agreement with base", lambda v: f"{v:.4f}"),
@@ -62,45 +84,83 @@ def format_results_table(rows: list[dict]) -> str:
 
 def _usage(folder: Path, task: str, int8: bool) -> str:
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    auto = {"feature-extraction": "AutoModel", "fill-mask": "AutoModelForMaskedLM",
-            "causal-lm": "AutoModelForCausalLM", "text-classification": "AutoModelForSequenceClassification"}[task]
+    auto = {
+        "feature-extraction": "AutoModel",
+        "fill-mask": "AutoModelForMaskedLM",
+        "causal-lm": "AutoModelForCausalLM",
+        "text-classification": "AutoModelForSequenceClassification",
+    }[task]
     remote = ", trust_remote_code=True" if config.get("auto_map") else ""
     lines = ["```python"]
     if int8:
-        lines.append("import hf_compress  # registers the int8 loader (not needed when compressed-tensors is "
-                     "installed)")
-    lines += [f"from transformers import {auto}, AutoTokenizer", "",
-              f'model = {auto}.from_pretrained("REPO_OR_FOLDER"{remote})',
-              'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")', "```"]
+        lines.append(
+            "import hf_compress  # registers the int8 loader (not needed when compressed-tensors is "
+            "installed)"
+        )
+    lines += [
+        f"from transformers import {auto}, AutoTokenizer",
+        "",
+        f'model = {auto}.from_pretrained("REPO_OR_FOLDER"{remote})',
+        'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")',
+        "```",
+    ]
     if remote:
-        lines.append("\nThe pruned attention has a different head count per layer, which the stock class cannot "
-                     "express: the folder ships a small modeling file (`auto_map`), hence `trust_remote_code=True`.")
+        lines.append(
+            "\nThe pruned attention has a different head count per layer, which the stock class cannot "
+            "express: the folder ships a small modeling file (`auto_map`), hence `trust_remote_code=True`."
+        )
     return "\n".join(lines)
 
 
-def build_model_card(folder: str | Path, *, base: str | None, task: str, stage_names: list[str],
-                     results_table: str, recipe_yaml: str, notes: list[str] | None = None,
-                     metrics_help: str = ""):
+def build_model_card(
+    folder: str | Path,
+    *,
+    base: str | None,
+    task: str,
+    stage_names: list[str],
+    results_table: str,
+    recipe_yaml: str,
+    notes: list[str] | None = None,
+    metrics_help: str = "",
+):
     """A ``huggingface_hub.ModelCard`` for the checkpoint in ``folder`` (already saved there)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
     base_id = HUB_IDS.get(base, base) if base else None
     data = ModelCardData(
-        base_model=base_id, license=LICENSES.get(base or ""), library_name="transformers",
-        pipeline_tag=PIPELINE_TAGS[task], tags=card_tags(stage_names),
+        base_model=base_id,
+        license=LICENSES.get(base or ""),
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[task],
+        tags=card_tags(stage_names),
         base_model_relation=base_model_relation(stage_names) if base_id else None,
     )
     steps = " → ".join(f"`{s}`" for s in stage_names) or "(no stages)"
     title = f"{base_id.split('/')[-1]} compressed" if base_id else "Compressed model"
     body = [
-        f"# {title}", "",
-        f"Made with hf_compress from `{base_id or 'a local model'}` by {steps}.", "",
-        "## Measured", "", results_table, "",
-        metrics_help, "",
-        *(f"- {n}" for n in (notes or [])), "",
-        "## How to load", "", _usage(folder, task, "quantize_int8" in stage_names), "",
-        "## Recipe", "", "```yaml", recipe_yaml.rstrip(), "```", "",
+        f"# {title}",
+        "",
+        f"Made with hf_compress from `{base_id or 'a local model'}` by {steps}.",
+        "",
+        "## Measured",
+        "",
+        results_table,
+        "",
+        metrics_help,
+        "",
+        *(f"{n}\n" for n in (notes or [])),
+        "",
+        "## How to load",
+        "",
+        _usage(folder, task, "quantize_int8" in stage_names),
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        recipe_yaml.rstrip(),
+        "```",
+        "",
     ]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
     return ModelCard(content)

@@ -7,7 +7,9 @@ import os
 __all__ = ["plot_report"]
 
 
-def plot_report(rows: list[dict], path: str | os.PathLike, quality_key: str | None = None, title: str = "") -> None:
+def plot_report(
+    rows: list[dict], path: str | os.PathLike, quality_key: str | None = None, title: str = ""
+) -> None:
     """Three bar panels (MiB in memory, latency in ms, quality) for ``rows`` in order (base first).
 
     Each row has ``model`` and optional ``mem_bytes``, ``latency_ms`` and ``quality_key`` values; a missing

@@ -23,8 +23,10 @@ def resolve_model_path(name: str) -> Path:
         return Path(name)
     if name in ASSETS and ASSETS[name].kind == "model":
         return get_asset(name)
-    raise CheckpointError(f"model {name!r} is neither a checkpoint folder nor a bundled model asset "
-                          f"({', '.join(n for n, a in ASSETS.items() if a.kind == 'model')})")
+    raise CheckpointError(
+        f"model {name!r} is neither a checkpoint folder nor a bundled model asset "
+        f"({', '.join(n for n, a in ASSETS.items() if a.kind == 'model')})"
+    )
 
 
 def _task_of(path: Path, task: str | None) -> str:
@@ -41,8 +43,14 @@ def _task_of(path: Path, task: str | None) -> str:
     return "causal-lm" if archs[0].endswith("ForCausalLM") else "feature-extraction"
 
 
-def bench(model: str, baseline: str | None = None, task: str | None = None, samples: int = 64,
-          repeats: int = 7, texts_file: str | None = None) -> list[dict]:
+def bench(
+    model: str,
+    baseline: str | None = None,
+    task: str | None = None,
+    samples: int = 64,
+    repeats: int = 7,
+    texts_file: str | None = None,
+) -> list[dict]:
     """Rows (baseline first when given) with params, bytes on disk, latency, speed-up and quality, on the
     held-out Wikipedia summaries or the held-out part of ``texts_file`` (.txt/.json/.jsonl)."""
     from transformers import AutoTokenizer
@@ -67,8 +75,7 @@ def bench(model: str, baseline: str | None = None, task: str | None = None, samp
         texts = load_texts(DataSpec(name=texts_file))[1][:samples]
     else:
         texts = wiki_texts("heldout", samples)
-    batches = tokenize_batches(tokenizer, texts, batch_size=16,
-                               max_length=clip_length(models["model"], 128))
+    batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=clip_length(models["model"], 128))
     rows = []
     for key, m in models.items():
         row = {"model": str(paths[key]), "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key])}
@@ -81,4 +88,3 @@ def bench(model: str, baseline: str | None = None, task: str | None = None, samp
     if baseline:
         rows[1]["speedup"] = lat["baseline"] / lat["model"]
     return rows
-

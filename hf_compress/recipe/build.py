@@ -59,8 +59,10 @@ def build_dataclass(cls: type, data: Any, path: str, nested: dict[str, type] | N
     prefix = f"{path}: " if path else ""
     dot = f"{path}." if path else ""
     if not isinstance(data, dict):
-        raise RecipeError(f"{prefix}must be a mapping of {', '.join(f.name for f in fields(cls))}, "
-                          f"got {type(data).__name__} {data!r}")
+        raise RecipeError(
+            f"{prefix}must be a mapping of {', '.join(f.name for f in fields(cls))}, "
+            f"got {type(data).__name__} {data!r}"
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     nested = nested or {}
@@ -73,7 +75,9 @@ def build_dataclass(cls: type, data: Any, path: str, nested: dict[str, type] | N
         if key in nested and isinstance(value, dict):
             value = build_dataclass(nested[key], value, f"{dot}{key}")
         elif not check_type(value, hints[key]):
-            raise RecipeError(f"{dot}{key}: must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}")
+            raise RecipeError(
+                f"{dot}{key}: must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}"
+            )
         kwargs[key] = value
     for f in fields(cls):
         if f.init and f.default is MISSING and f.default_factory is MISSING and f.name not in kwargs:

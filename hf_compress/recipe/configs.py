@@ -49,8 +49,10 @@ class StudentFromTeacherConfig:
 
     def __post_init__(self):
         if (self.num_layers is None) == (self.keep is None):
-            _fail(f"give exactly one of `num_layers` or `keep`, got num_layers={self.num_layers!r}, "
-                  f"keep={self.keep!r}")
+            _fail(
+                f"give exactly one of `num_layers` or `keep`, got num_layers={self.num_layers!r}, "
+                f"keep={self.keep!r}"
+            )
         _check_positive("num_layers", self.num_layers)
 
 
@@ -66,8 +68,11 @@ class DropLayersConfig:
 
     def __post_init__(self):
         if (self.num_layers is None) == (self.layers is None):
-            _fail(f"give exactly one of `num_layers` (to drop) or `layers`, got num_layers={self.num_layers!r}, "
-                  f"layers={self.layers!r}")
+            _fail(
+                f"give exactly one of `num_layers` (to drop) or `layers`, got "
+                 f"num_layers={self.num_layers!r}, "
+                f"layers={self.layers!r}"
+            )
         _check_positive("num_layers", self.num_layers)
         _check_positive("num_batches", self.num_batches)
         _check_choice("method", self.method, ("block_influence", "angular"))
@@ -94,7 +99,14 @@ class DistillConfig:
     logging_steps: int = 25
 
     def __post_init__(self):
-        for name in ("max_steps", "learning_rate", "batch_size", "max_length", "temperature", "logging_steps"):
+        for name in (
+            "max_steps",
+            "learning_rate",
+            "batch_size",
+            "max_length",
+            "temperature",
+            "logging_steps",
+        ):
             _check_positive(name, getattr(self, name))
         for name in ("alpha_logits", "alpha_hidden", "alpha_task", "weight_decay"):
             value = getattr(self, name)
@@ -147,8 +159,13 @@ class PruneHeadsConfig:
     def part_config(self):
         from ..surgery.heads import HeadPruningConfig
 
-        return HeadPruningConfig(fraction=self.fraction, uniform=self.uniform, whole_groups=self.whole_groups,
-                                 export=self.export, normalize=self.normalize)
+        return HeadPruningConfig(
+            fraction=self.fraction,
+            uniform=self.uniform,
+            whole_groups=self.whole_groups,
+            export=self.export,
+            normalize=self.normalize,
+        )
 
 
 @dataclass
@@ -171,8 +188,14 @@ class SparsifyConfig:
     def part_config(self):
         from ..surgery.sparsity import SparsityConfig
 
-        return SparsityConfig(sparsity=self.sparsity, method=self.method, pattern=self.pattern, scope=self.scope,
-                              ignore=list(self.ignore), sequential=self.sequential)
+        return SparsityConfig(
+            sparsity=self.sparsity,
+            method=self.method,
+            pattern=self.pattern,
+            scope=self.scope,
+            ignore=list(self.ignore),
+            sequential=self.sequential,
+        )
 
 
 @dataclass
@@ -200,9 +223,16 @@ class QuantizeInt8Config:
     def part_config(self, calibration=None):
         from ..surgery.int8 import Int8Config
 
-        return Int8Config(mode=self.mode, ignore=list(self.ignore), method=self.method, calibration=calibration,
-                          smoothquant=self.smoothquant, gptq_damp=self.gptq_damp, gptq_block=self.gptq_block,
-                          quantize_lm_head=self.quantize_lm_head)
+        return Int8Config(
+            mode=self.mode,
+            ignore=list(self.ignore),
+            method=self.method,
+            calibration=calibration,
+            smoothquant=self.smoothquant,
+            gptq_damp=self.gptq_damp,
+            gptq_block=self.gptq_block,
+            quantize_lm_head=self.quantize_lm_head,
+        )
 
 
 STAGE_CONFIGS: dict[str, type] = {

@@ -2,7 +2,8 @@
 
 ``model:`` is a bundled asset name (:mod:`hf_compress.assets`), a local folder or a Hub id (network needed),
 or ``{config: {model_type: ..., ...}}`` for a freshly initialised model (tests, smoke runs). ``data:`` is a
-bundled data set (``wiki-summaries``, ``snli``) or a local ``.txt`` (one text a line) / ``.json`` / ``.jsonl``.
+bundled data set (``wiki-summaries``, ``snli``) or a local ``.txt`` (one text a line), ``.json`` or
+``.jsonl`` file.
 """
 
 from __future__ import annotations
@@ -31,12 +32,20 @@ def char_tokenizer():
     vocab = {t: i for i, t in enumerate(specials + list("abcdefghijklmnopqrstuvwxyz0123456789.,;:'\"!?()-"))}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tk.normalizer = normalizers.Lowercase()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                pre_tokenizers.Split(Regex("."), "isolated")])
-    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                      special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), "isolated")]
+    )
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def _resolve(name: str) -> str:
@@ -64,14 +73,16 @@ def load_model(spec: ModelSpec, task: str, seed: int = 0):
     else:
         source = _resolve(spec.name_or_path)
         logger.info("loading %s (%s) from %s", spec.name_or_path, AUTO_CLASSES[task], source)
-        model = auto.from_pretrained(source, dtype=dtype, trust_remote_code=spec.trust_remote_code,
-                                     revision=spec.revision)
+        model = auto.from_pretrained(
+            source, dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+        )
     tok_source = spec.tokenizer if spec.tokenizer is not None else source
     if tok_source is None:
         tokenizer = char_tokenizer()
     else:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(_resolve(tok_source),
-                                                               trust_remote_code=spec.trust_remote_code)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            _resolve(tok_source), trust_remote_code=spec.trust_remote_code
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return model.eval(), tokenizer, source
@@ -86,13 +97,17 @@ def _file_texts(path: Path, text_field: str | None) -> list[str]:
         rows = json.loads(path.read_text(encoding="utf-8"))
         rows = list(rows.values()) if isinstance(rows, dict) else rows
     else:
-        raise RecipeError(f"data.name: a local data file must end in .txt, .json or .jsonl, got {path.name!r}")
+        raise RecipeError(
+            f"data.name: a local data file must end in .txt, .json or .jsonl, got {path.name!r}"
+        )
     field = text_field or "text"
     if rows and isinstance(rows[0], str):
         return rows
     if not rows or not isinstance(rows[0], dict) or field not in rows[0]:
-        raise RecipeError(f"data.text_field: rows of {path.name} have no field {field!r}; set `text_field` to one "
-                          f"of {sorted(rows[0]) if rows and isinstance(rows[0], dict) else '[]'}")
+        raise RecipeError(
+            f"data.text_field: rows of {path.name} have no field {field!r}; set `text_field` to one "
+            f"of {sorted(rows[0]) if rows and isinstance(rows[0], dict) else '[]'}"
+        )
     return [str(r[field]) for r in rows if r.get(field)]
 
 

@@ -61,7 +61,9 @@ def topic_probe(model, tokenizer, n_train: int = 600, n_test: int = 300, max_len
     topics = sorted({r["topic"] for r in train})
 
     def embed(items):
-        batches = tokenize_batches(tokenizer, [r["extract"] for r in items], batch_size=16, max_length=max_length)
+        batches = tokenize_batches(
+            tokenizer, [r["extract"] for r in items], batch_size=16, max_length=max_length
+        )
         return torch.cat([mean_pooled(model, b) for b in batches])  # (N, H)
 
     emb, labels = embed(train), torch.tensor([topics.index(r["topic"]) for r in train])
@@ -73,8 +75,9 @@ def topic_probe(model, tokenizer, n_train: int = 600, n_test: int = 300, max_len
 
 
 @torch.inference_mode()
-def measure(name: str, model, base, task: str, metrics: list[str], data: EvalData | None,
-            repeats: int = 3) -> dict:
+def measure(
+    name: str, model, base, task: str, metrics: list[str], data: EvalData | None, repeats: int = 3
+) -> dict:
     """One row of the results table for ``model`` (``base`` is the model as loaded)."""
     from ..evaluation import latency_side_by_side, model_bytes, param_count, perplexity
 
@@ -83,8 +86,9 @@ def measure(name: str, model, base, task: str, metrics: list[str], data: EvalDat
     if data is None:
         return row
     if "latency" in metrics:
-        row["latency_ms"] = 1e3 * latency_side_by_side({name: model}, data.latency_inputs, repeats=repeats,
-                                                       warmup=1)[name]
+        row["latency_ms"] = (
+            1e3 * latency_side_by_side({name: model}, data.latency_inputs, repeats=repeats, warmup=1)[name]
+        )
     if "teacher_agreement" in metrics:
         row[quality_key(task)] = agreement(model, base, task, data.batches)
     if "perplexity" in metrics:

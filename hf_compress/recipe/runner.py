@@ -21,13 +21,13 @@ __all__ = ["RunResult", "run_recipe"]
 logger = logging.getLogger(__name__)
 
 METRICS_HELP = (
-    "All numbers were measured offline on this run's CPU, by plain code in `hf_compress.evaluation` (no metric "
-    "scripts or data are downloaded): parameters and bytes of the `*.safetensors` files; CPU latency is the "
-    "median forward time on one held-out batch, base and compressed interleaved in one process (compare the "
-    "ratio, not the milliseconds); *embedding cosine* is the mean cosine between base and compressed "
-    "mean-pooled, L2-normalised sentence embeddings of held-out texts; *agreement* is the fraction of held-out "
-    "tokens/examples where the argmax matches the base model; *topic probe* is nearest-centroid accuracy "
-    "on Wikipedia topics from the embeddings."
+    "All numbers were measured offline on this run's CPU by plain code in `hf_compress.evaluation` (no "
+    "metric scripts or data are downloaded): parameters and bytes of the `*.safetensors` files; CPU latency "
+    "is the median forward time on one held-out batch, base and compressed interleaved in one process "
+    "(compare the ratio, not the milliseconds); *embedding cosine* is the mean cosine between base and "
+    "compressed mean-pooled, L2-normalised sentence embeddings of held-out texts; *agreement* is the "
+    "fraction of held-out tokens/examples where the argmax matches the base model; *topic probe* is "
+    "nearest-centroid accuracy on Wikipedia topics from the embeddings (centroids from training texts)."
 )
 
 
@@ -37,7 +37,8 @@ class RunResult:
     rows: list[dict] = field(default_factory=list)  # base, then one row per stage
     table: str = ""  # markdown: base vs final
     records: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall clock
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads): a load-independent cost
     model: object = None  # the compressed model, in memory (as saved)
 
 
@@ -52,8 +53,9 @@ def _eval_data(recipe: Recipe, model, tokenizer, heldout: list[str] | None):
     texts = heldout[: recipe.eval_samples]
     max_length = clip_length(model, recipe.eval_max_length)
     batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=max_length)
-    return EvalData(texts=texts, batches=batches, latency_inputs=batches[0], tokenizer=tokenizer,
-                    max_length=max_length)
+    return EvalData(
+        texts=texts, batches=batches, latency_inputs=batches[0], tokenizer=tokenizer, max_length=max_length
+    )
 
 
 def _final_rows(recipe: Recipe, base, model, base_row: dict, final_row: dict, data) -> list[dict]:
@@ -61,18 +63,25 @@ def _final_rows(recipe: Recipe, base, model, base_row: dict, final_row: dict, da
 
     rows = [dict(base_row, model="base"), dict(final_row, model="compressed")]
     if data is not None and "latency" in recipe.evaluate:
-        lat = latency_side_by_side({"base": base, "compressed": model}, data.latency_inputs, repeats=7, warmup=2)
+        lat = latency_side_by_side(
+            {"base": base, "compressed": model}, data.latency_inputs, repeats=7, warmup=2
+        )
         rows[0]["latency_ms"], rows[1]["latency_ms"] = 1e3 * lat["base"], 1e3 * lat["compressed"]
         rows[1]["speedup"] = lat["base"] / lat["compressed"]
     return rows
 
 
-def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | None = None,
-               output_dir: str | os.PathLike | None = None, push_to_hub: str | None = None,
-               token: str | None = None, hub_api=None) -> RunResult:
+def run_recipe(
+    recipe: Recipe | str | os.PathLike,
+    *,
+    overrides: list[str] | None = None,
+    output_dir: str | os.PathLike | None = None,
+    push_to_hub: str | None = None,
+    token: str | None = None,
+    hub_api=None,
+) -> RunResult:
     """Run ``recipe`` (a :class:`Recipe` or a YAML path) and return the measured :class:`RunResult`."""
     import torch
-    import yaml
 
     from ..evaluation import checkpoint_bytes
     from ..io.checkpoint import save_compressed
@@ -82,7 +91,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | Non
     from .measure import clip_length, measure, quality_key
     from .stages import StageContext, run_stage
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     recipe = copy.deepcopy(recipe)
@@ -96,13 +105,21 @@ def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | Non
     data = _eval_data(recipe, base, tokenizer, heldout)
     names = [s.name for s in recipe.stages]
     first_copies = names and names[0] != "student_from_teacher"
-    ctx = StageContext(model=copy.deepcopy(base) if first_copies else base, teacher=base, tokenizer=tokenizer,
-                       texts=train, task=recipe.task, seed=recipe.seed, max_length=clip_length(base, recipe.eval_max_length))
+    ctx = StageContext(
+        model=copy.deepcopy(base) if first_copies else base,
+        teacher=base,
+        tokenizer=tokenizer,
+        texts=train,
+        task=recipe.task,
+        seed=recipe.seed,
+        max_length=clip_length(base, recipe.eval_max_length),
+    )
     rows = [measure("base", base, base, recipe.task, recipe.evaluate, data)]
     for i, stage in enumerate(recipe.stages):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         record = run_stage(ctx, stage.name, stage.config)
         record["seconds"] = round(time.perf_counter() - t0, 2)
+        record["cpu_seconds"] = round(time.process_time() - c0, 2)
         rows.append(measure(f"{i + 1}. {stage.name}", ctx.model, base, recipe.task, recipe.evaluate, data))
     final = _final_rows(recipe, base, ctx.model, rows[0], rows[-1], data)
     if source is not None and Path(source).is_dir():
@@ -114,23 +131,62 @@ def run_recipe(recipe: Recipe | str | os.PathLike, *, overrides: list[str] | Non
         final[1]["disk_bytes"] = checkpoint_bytes(folder)
         table = format_results_table([{k: v for k, v in r.items() if k != "mem_bytes"} for r in final])
         final_table[0] = table
-        timing = ", ".join(f"{r['stage']} {r['seconds']} s" for r in ctx.records)
-        notes = [f"Time per stage on this machine: {timing}."] if timing else []
-        card = build_model_card(folder, base=base_name, task=recipe.task, stage_names=names, results_table=table,
-                                recipe_yaml=recipe.to_yaml(), notes=notes, metrics_help=METRICS_HELP)
+        timing = ", ".join(f"{r['stage']} {r['seconds']} s ({r['cpu_seconds']} CPU-s)" for r in ctx.records)
+        notes = [f"Wall time per stage on this machine: {timing}."] if timing else []
+        load, cores = os.getloadavg()[0], os.cpu_count()
+        notes.append(
+            f"Machine: {cores} CPU cores, load average {load:.1f} when saving (above {cores} the "
+            f"latencies are inflated by other processes; the side-by-side ratio is still fair)."
+        )
+        notes.append(
+            "After each stage (latency here: that model alone, not interleaved):\n\n"
+            + format_results_table([{k: v for k, v in r.items() if k != "disk_bytes"} for r in rows])
+        )
+        card = build_model_card(
+            folder,
+            base=base_name,
+            task=recipe.task,
+            stage_names=names,
+            results_table=table,
+            recipe_yaml=recipe.to_yaml(),
+            notes=notes,
+            metrics_help=METRICS_HELP,
+        )
         card.save(folder / "README.md")
         (folder / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-        plot_report(rows, folder / "report.png", quality_key=qkey if any(qkey in r for r in rows) else None,
-                    title=f"{base_name or recipe.model.config.get('model_type')}: base and after each stage")
+        plot_report(
+            rows,
+            folder / "report.png",
+            quality_key=qkey if any(qkey in r for r in rows) else None,
+            title=f"{base_name or recipe.model.config.get('model_type')}: base and after each stage",
+        )
 
     final_table = [""]
-    compression_config = {"base_model": base_name, "task": recipe.task, "stages": ctx.records,
-                          "recipe": recipe.to_dict(), "measured": final, "per_stage": rows}
-    out = save_compressed(ctx.model, recipe.output_dir, tokenizer=tokenizer,
-                          compression_config=compression_config, extra=write_extras)
+    compression_config = {
+        "base_model": base_name,
+        "task": recipe.task,
+        "stages": ctx.records,
+        "recipe": recipe.to_dict(),
+        "measured": final,
+        "per_stage": rows,
+    }
+    out = save_compressed(
+        ctx.model,
+        recipe.output_dir,
+        tokenizer=tokenizer,
+        compression_config=compression_config,
+        extra=write_extras,
+    )
     if recipe.push_to_hub:
         from ..io.hub import push_to_hub as push
 
         push(out, recipe.push_to_hub, token=token, api=hub_api)
-    return RunResult(output_dir=out, rows=rows, table=final_table[0], records=ctx.records,
-                     seconds=time.perf_counter() - start, model=ctx.model)
+    return RunResult(
+        output_dir=out,
+        rows=rows,
+        table=final_table[0],
+        records=ctx.records,
+        seconds=time.perf_counter() - start,
+        cpu_seconds=time.process_time() - cpu_start,
+        model=ctx.model,
+    )

@@ -22,8 +22,17 @@ from ..errors import RecipeError
 from .build import build_dataclass
 from .configs import STAGE_CONFIGS
 
-__all__ = ["Recipe", "ModelSpec", "DataSpec", "Stage", "load_recipe", "parse_recipe", "apply_overrides",
-           "TASKS", "METRICS"]
+__all__ = [
+    "Recipe",
+    "ModelSpec",
+    "DataSpec",
+    "Stage",
+    "load_recipe",
+    "parse_recipe",
+    "apply_overrides",
+    "TASKS",
+    "METRICS",
+]
 
 TASKS = ("feature-extraction", "fill-mask", "causal-lm", "text-classification")
 METRICS = ("size", "latency", "teacher_agreement", "perplexity", "topic_probe")
@@ -51,9 +60,16 @@ class ModelSpec:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise RecipeError(f"`dtype` must be one of float32, bfloat16, float16, got {self.dtype!r}")
         name = self.name_or_path
-        if name is not None and name not in MODEL_ASSETS and not os.path.isdir(name) and not _HUB_ID.match(name):
-            raise RecipeError(f"`name_or_path` must be a bundled asset ({', '.join(MODEL_ASSETS)}), an existing "
-                              f"folder or a Hub id, got {name!r}")
+        if (
+            name is not None
+            and name not in MODEL_ASSETS
+            and not os.path.isdir(name)
+            and not _HUB_ID.match(name)
+        ):
+            raise RecipeError(
+                f"`name_or_path` must be a bundled asset ({', '.join(MODEL_ASSETS)}), an existing "
+                f"folder or a Hub id, got {name!r}"
+            )
 
 
 @dataclass
@@ -67,8 +83,10 @@ class DataSpec:
 
     def __post_init__(self):
         if self.name not in DATA_ASSETS and not os.path.isfile(self.name):
-            raise RecipeError(f"`name` must be a bundled data set ({', '.join(DATA_ASSETS)}) or an existing "
-                              f".txt/.json/.jsonl file, got {self.name!r}")
+            raise RecipeError(
+                f"`name` must be a bundled data set ({', '.join(DATA_ASSETS)}) or an existing "
+                f".txt/.json/.jsonl file, got {self.name!r}"
+            )
         if self.split not in ("train", "test", "heldout", "calibration"):
             raise RecipeError(f"`split` must be one of train, test, heldout, calibration, got {self.split!r}")
         if self.max_samples is not None and self.max_samples <= 0:
@@ -119,9 +137,10 @@ def _parse_stage(item: Any, path: str) -> Stage:
     if isinstance(item, str):
         item = {item: None}
     if not isinstance(item, dict) or len(item) != 1:
-        raise RecipeError(f"{path}: a stage must be a one-key mapping like `prune_heads: {{fraction: 0.25}}`, "
-                          f"got {item!r}")
-    (name, cfg), = item.items()
+        raise RecipeError(
+            f"{path}: a stage must be a one-key mapping like `prune_heads: {{fraction: 0.25}}`, got {item!r}"
+        )
+    ((name, cfg),) = item.items()
     if name not in STAGE_CONFIGS:
         raise RecipeError(f"{path}: unknown stage `{name}`{_closest(str(name), STAGE_CONFIGS)}")
     return Stage(name, build_dataclass(STAGE_CONFIGS[name], cfg or {}, f"{path}.{name}"))
@@ -137,24 +156,42 @@ def _check_order(recipe: Recipe) -> None:
         if "quantize_int8" in names[:i]:
             raise RecipeError(f"{path}: " + _AFTER_QUANT.format(name))
         if name == "student_from_teacher" and i != 0:
-            raise RecipeError(f"{path}: student_from_teacher must be the first stage (it builds the student "
-                              f"from the loaded model), found at position {i}")
-        if name == "distill" and not set(names[:i]) & {"student_from_teacher", "drop_layers", "prune_heads",
-                                                       "sparsify"}:
-            raise RecipeError(f"{path}: distill needs a smaller student; put student_from_teacher, drop_layers, "
-                              f"prune_heads or sparsify before it")
+            raise RecipeError(
+                f"{path}: student_from_teacher must be the first stage (it builds the student "
+                f"from the loaded model), found at position {i}"
+            )
+        if name == "distill" and not set(names[:i]) & {
+            "student_from_teacher",
+            "drop_layers",
+            "prune_heads",
+            "sparsify",
+        }:
+            raise RecipeError(
+                f"{path}: distill needs a smaller student; put student_from_teacher, drop_layers, "
+                f"prune_heads or sparsify before it"
+            )
         cfg = recipe.stages[i].config
-        needs_data = name == "distill" or (name == "prune_heads" and cfg.method == "importance") or (
-            name == "drop_layers" and cfg.layers is None) or (name == "sparsify" and cfg.method == "wanda") or (
-            name == "quantize_int8" and cfg.needs_calibration)
+        needs_data = (
+            name == "distill"
+            or (name == "prune_heads" and cfg.method == "importance")
+            or (name == "drop_layers" and cfg.layers is None)
+            or (name == "sparsify" and cfg.method == "wanda")
+            or (name == "quantize_int8" and cfg.needs_calibration)
+        )
         if needs_data and recipe.data is None:
-            raise RecipeError(f"{path}: this stage needs texts; add a `data:` section (e.g. {{name: wiki-summaries}})")
+            raise RecipeError(
+                f"{path}: this stage needs texts; add a `data:` section (e.g. {{name: wiki-summaries}})"
+            )
         if name == "distill" and recipe.task == "feature-extraction" and cfg.alpha_logits:
-            raise RecipeError(f"{path}.alpha_logits: a feature-extraction model has no logits; set alpha_logits: 0 "
-                              f"and alpha_hidden > 0, got {cfg.alpha_logits!r}")
+            raise RecipeError(
+                f"{path}.alpha_logits: a feature-extraction model has no logits; set alpha_logits: 0 "
+                f"and alpha_hidden > 0, got {cfg.alpha_logits!r}"
+            )
         if name == "distill" and recipe.task == "feature-extraction" and not cfg.alpha_hidden:
-            raise RecipeError(f"{path}.alpha_hidden: a feature-extraction model is distilled on hidden states; "
-                              f"set alpha_hidden > 0, got {cfg.alpha_hidden!r}")
+            raise RecipeError(
+                f"{path}.alpha_hidden: a feature-extraction model is distilled on hidden states; "
+                f"set alpha_hidden > 0, got {cfg.alpha_hidden!r}"
+            )
     if "perplexity" in recipe.evaluate and recipe.task != "causal-lm":
         raise RecipeError(f"evaluate: `perplexity` needs task causal-lm, got task {recipe.task!r}")
 
@@ -218,10 +255,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             where = ".".join(parts[: depth + 1])
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise RecipeError(f"--set {key}: `{where}` is not an index of a list of {len(node)} items")
+                    raise RecipeError(
+                        f"--set {key}: `{where}` is not an index of a list of {len(node)} items"
+                    )
                 part = int(part)
             elif not isinstance(node, dict):
-                raise RecipeError(f"--set {key}: `{'.'.join(parts[:depth])}` is a value, not a mapping or list")
+                raise RecipeError(
+                    f"--set {key}: `{'.'.join(parts[:depth])}` is a value, not a mapping or list"
+                )
             if last:
                 node[part] = parsed
             else:

@@ -74,26 +74,50 @@ def distill(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
     dataset = datasets.Dataset.from_dict({k: list(v) for k, v in enc.items()})
     with tempfile.TemporaryDirectory(prefix="hf_compress-distill-") as out:
         args = DistillationArguments(
-            output_dir=out, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-            per_device_train_batch_size=cfg.batch_size, temperature=cfg.temperature, alpha_logits=alpha_logits,
-            alpha_hidden=cfg.alpha_hidden, alpha_task=cfg.alpha_task, logit_loss=cfg.logit_loss,
-            jsd_beta=cfg.jsd_beta, hidden_loss=cfg.hidden_loss, layer_map=cfg.layer_map,
-            warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps,
-            save_strategy="no", report_to=[], seed=ctx.seed, use_cpu=not torch.cuda.is_available(),
-            disable_tqdm=False, remove_unused_columns=False,
+            output_dir=out,
+            max_steps=cfg.max_steps,
+            learning_rate=cfg.learning_rate,
+            per_device_train_batch_size=cfg.batch_size,
+            temperature=cfg.temperature,
+            alpha_logits=alpha_logits,
+            alpha_hidden=cfg.alpha_hidden,
+            alpha_task=cfg.alpha_task,
+            logit_loss=cfg.logit_loss,
+            jsd_beta=cfg.jsd_beta,
+            hidden_loss=cfg.hidden_loss,
+            layer_map=cfg.layer_map,
+            warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay,
+            logging_steps=cfg.logging_steps,
+            save_strategy="no",
+            report_to=[],
+            seed=ctx.seed,
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=False,
+            remove_unused_columns=False,
         )
-        trainer = DistillationTrainer(model=ctx.model, teacher_model=ctx.teacher, args=args,
-                                      train_dataset=dataset, processing_class=ctx.tokenizer)
+        trainer = DistillationTrainer(
+            model=ctx.model,
+            teacher_model=ctx.teacher,
+            args=args,
+            train_dataset=dataset,
+            processing_class=ctx.tokenizer,
+        )
         result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model = trainer.model.eval()
-    return model, {"steps": int(result.global_step), "train_loss": float(result.training_loss),
-                   "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None}
+    return model, {
+        "steps": int(result.global_step),
+        "train_loss": float(result.training_loss),
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+    }
 
 
 def embedding_alignment_loss(teacher: torch.nn.Module):
     """``loss_fn(model, batch)`` for head importance of a model without a head: minus the dot product of the
-    model's and the (frozen) teacher's mean-pooled last hidden states. Its gradient on a head gate measures how
+    model's and the (frozen) teacher's mean-pooled last hidden states. Its gradient on a head gate measures
+    how
     much that head moves the sentence embedding along the teacher's; unlike a distance it is not zero-gradient
     when the model still equals the teacher."""
 
@@ -118,7 +142,9 @@ def prune_heads(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
     config = cfg.part_config()
     loss_fn = embedding_alignment_loss(ctx.teacher) if ctx.task == "feature-extraction" else None
     if cfg.method == "importance":
-        model, plan = prune_heads_by_importance(ctx.model, ctx.batches(cfg.num_batches), config, loss_fn=loss_fn)
+        model, plan = prune_heads_by_importance(
+            ctx.model, ctx.batches(cfg.num_batches), config, loss_fn=loss_fn
+        )
     else:
         from ..arch import num_layers
 
@@ -129,7 +155,11 @@ def prune_heads(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:
         model = prune(ctx.model, plan, export=cfg.export)
     del head_importance  # imported for the docs reader: importance is computed by prune_heads_by_importance
     pruned = {str(k): [int(h) for h in v] for k, v in plan.items()}
-    return model, {"pruned_heads": pruned, "num_pruned": sum(len(v) for v in pruned.values()), "export": cfg.export}
+    return model, {
+        "pruned_heads": pruned,
+        "num_pruned": sum(len(v) for v in pruned.values()),
+        "export": cfg.export,
+    }
 
 
 def sparsify(ctx: StageContext, cfg) -> tuple[torch.nn.Module, dict]:

@@ -1,4 +1,5 @@
-"""save_compressed: atomic writes (a crash leaves no complete-looking folder), replacing only our own output."""
+"""save_compressed: atomic writes (a crash leaves no complete-looking folder), replacing only
+our own output."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import json
 
 import pytest
 import torch
+from tiny_models import tiny_batch, tiny_model
 
 from hf_compress.errors import CheckpointError
-from hf_compress.io.checkpoint import COMPRESSION_CONFIG, load_compressed, read_compression_config, save_compressed
-from tiny_models import tiny_batch, tiny_model
+from hf_compress.io.checkpoint import (
+    COMPRESSION_CONFIG,
+    load_compressed,
+    read_compression_config,
+    save_compressed,
+)
 
 
 class Boom(RuntimeError):
@@ -23,8 +29,11 @@ def _explode(folder):
 
 def test_save_then_load_gives_identical_outputs_and_records_versions(tmp_path):
     model = tiny_model("gpt2")
-    out = save_compressed(model, tmp_path / "m", compression_config={"stages": [{"stage": "x"}],
-                                                                     "recipe": {"task": "causal-lm"}})
+    out = save_compressed(
+        model,
+        tmp_path / "m",
+        compression_config={"stages": [{"stage": "x"}], "recipe": {"task": "causal-lm"}},
+    )
     cc = read_compression_config(out)
     assert cc["stages"] == [{"stage": "x"}] and cc["versions"]["torch"] == torch.__version__
     again = load_compressed(out)  # task from compression_config.json: causal LM
@@ -47,7 +56,9 @@ def test_crash_while_replacing_keeps_the_previous_output_intact(tmp_path):
     with pytest.raises(Boom):
         save_compressed(tiny_model("bert", seed=2), target, compression_config={"run": 2}, extra=_explode)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
-    save_compressed(tiny_model("bert", seed=2), target, compression_config={"run": 2})  # a finished rerun replaces it
+    save_compressed(
+        tiny_model("bert", seed=2), target, compression_config={"run": 2}
+    )  # a finished rerun replaces it
     assert json.loads((target / COMPRESSION_CONFIG).read_text())["run"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 

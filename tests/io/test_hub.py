@@ -1,4 +1,5 @@
-"""push_to_hub uploads our folder as is (our card, not transformers') in one commit; tested with a fake HfApi."""
+"""push_to_hub uploads our folder as is (our card, not transformers') in one commit;
+tested with a fake HfApi."""
 
 from __future__ import annotations
 
@@ -43,8 +44,13 @@ def test_push_creates_the_repo_and_commits_every_file_with_our_card(tmp_path):
     (name, repo, kwargs), (name2, repo2, ops, commit_kwargs) = api.calls
     assert (name, repo, name2, repo2) == ("create_repo", "me/tiny", "create_commit", "me/tiny")
     assert kwargs["exist_ok"] is True and kwargs["private"] is True
-    assert sorted(ops) == ["README.md", "compression_config.json", "config.json", "model.safetensors",
-                           "sub/modeling.py"]  # hidden folders are not uploaded
+    assert sorted(ops) == [
+        "README.md",
+        "compression_config.json",
+        "config.json",
+        "model.safetensors",
+        "sub/modeling.py",
+    ]  # hidden folders are not uploaded
     assert ops["README.md"] == (folder / "README.md").read_bytes()
     assert commit_kwargs["repo_type"] == "model" and "hf_compress" in commit_kwargs["commit_message"]
 
