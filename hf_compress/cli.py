@@ -73,7 +73,9 @@ def _cmd_run(args) -> int:
         )
     else:
         sys.stdout.write(result.table + "\n")
-    logger.info("wrote %s in %.0f s (%.0f CPU-seconds)", result.output_dir, result.seconds, result.cpu_seconds)
+    logger.info(
+        "wrote %s in %.0f s (%.0f CPU-seconds)", result.output_dir, result.seconds, result.cpu_seconds
+    )
     return 0
 
 
