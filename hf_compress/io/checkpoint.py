@@ -162,6 +162,8 @@ def _tensor_stats(folder: Path) -> dict:
                     int8.add(name.rsplit(".", 1)[0])
                 if name.endswith(("weight_scale", "weight_shape", "weight_zero_point")):
                     continue
+                if not (t.dtype.is_floating_point or t.dtype == torch.int8 or name.endswith("weight_packed")):
+                    continue  # integer buffers such as position_ids are not weights
                 params += t.numel() * (4 if name.endswith("weight_packed") else 1)
                 if (
                     t.dim() == 2

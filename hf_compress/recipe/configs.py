@@ -70,7 +70,7 @@ class DropLayersConfig:
         if (self.num_layers is None) == (self.layers is None):
             _fail(
                 f"give exactly one of `num_layers` (to drop) or `layers`, got "
-                 f"num_layers={self.num_layers!r}, "
+                f"num_layers={self.num_layers!r}, "
                 f"layers={self.layers!r}"
             )
         _check_positive("num_layers", self.num_layers)

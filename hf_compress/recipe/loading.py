@@ -100,12 +100,16 @@ def _file_texts(path: Path, text_field: str | None) -> list[str]:
         raise RecipeError(
             f"data.name: a local data file must end in .txt, .json or .jsonl, got {path.name!r}"
         )
+    return _rows_texts(rows, path.name, text_field)
+
+
+def _rows_texts(rows: list, source: str, text_field: str | None) -> list[str]:
     field = text_field or "text"
     if rows and isinstance(rows[0], str):
         return rows
     if not rows or not isinstance(rows[0], dict) or field not in rows[0]:
         raise RecipeError(
-            f"data.text_field: rows of {path.name} have no field {field!r}; set `text_field` to one "
+            f"data.text_field: rows of {source} have no field {field!r}; set `text_field` to one "
             f"of {sorted(rows[0]) if rows and isinstance(rows[0], dict) else '[]'}"
         )
     return [str(r[field]) for r in rows if r.get(field)]
@@ -124,6 +128,13 @@ def load_texts(data: DataSpec) -> tuple[list[str], list[str]]:
             return [f"{r['premise']} {r['hypothesis']}" for r in load_snli(split)]
 
         train, heldout = texts("train"), texts("test")
+    elif not Path(data.name).is_file():  # a Hub data set id (users with the network)
+        import datasets
+
+        split = "test" if data.split in ("test", "heldout") else "train"
+        rows = _rows_texts(list(datasets.load_dataset(data.name, split=split)), data.name, data.text_field)
+        train = [t for i, t in enumerate(rows) if i % EVAL_EVERY != 0]
+        heldout = [t for i, t in enumerate(rows) if i % EVAL_EVERY == 0]
     else:
         rows = _file_texts(Path(data.name), data.text_field)
         train = [t for i, t in enumerate(rows) if i % EVAL_EVERY != 0]

@@ -82,10 +82,10 @@ class DataSpec:
     text_field: str | None = None
 
     def __post_init__(self):
-        if self.name not in DATA_ASSETS and not os.path.isfile(self.name):
+        if self.name not in DATA_ASSETS and not os.path.isfile(self.name) and "/" not in self.name:
             raise RecipeError(
-                f"`name` must be a bundled data set ({', '.join(DATA_ASSETS)}) or an existing "
-                f".txt/.json/.jsonl file, got {self.name!r}"
+                f"`name` must be a bundled data set ({', '.join(DATA_ASSETS)}), an existing "
+                f".txt/.json/.jsonl file or a Hub data set id (user/name, needs the network), got {self.name!r}"
             )
         if self.split not in ("train", "test", "heldout", "calibration"):
             raise RecipeError(f"`split` must be one of train, test, heldout, calibration, got {self.split!r}")
