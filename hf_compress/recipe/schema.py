@@ -85,7 +85,8 @@ class DataSpec:
         if self.name not in DATA_ASSETS and not os.path.isfile(self.name) and "/" not in self.name:
             raise RecipeError(
                 f"`name` must be a bundled data set ({', '.join(DATA_ASSETS)}), an existing "
-                f".txt/.json/.jsonl file or a Hub data set id (user/name, needs the network), got {self.name!r}"
+                f".txt/.json/.jsonl file or a Hub data set id (user/name, needs the network), "
+                f"got {self.name!r}"
             )
         if self.split not in ("train", "test", "heldout", "calibration"):
             raise RecipeError(f"`split` must be one of train, test, heldout, calibration, got {self.split!r}")
