@@ -68,8 +68,8 @@ class SparsityConfig:
         if self.pattern != "unstructured":
             match = _NM.match(str(self.pattern))
             if not match or not 0 < int(match[1]) < int(match[2]):
-                raise SurgeryError(f"`pattern` must be 'unstructured' or 'N:M' with 0 < N < M (N kept of every "
-                                   f"M along the input dimension, e.g. '2:4'), got {self.pattern!r}")
+                raise SurgeryError(f"`pattern` must be 'unstructured' or 'N:M' with 0 < N < M (N kept of "
+                                   f"every M along the input dimension, e.g. '2:4'), got {self.pattern!r}")
             implied = 1 - int(match[1]) / int(match[2])
             if self.sparsity is not None and abs(float(self.sparsity) - implied) > 1e-9:
                 raise SurgeryError(f"`sparsity` must be {implied} for pattern {self.pattern!r} (or None), "
@@ -109,8 +109,9 @@ class SparsityConfig:
 
 
 def find_targets(model: nn.Module, ignore=()) -> list[dict[str, nn.Module]]:
-    """Per block, the ``{qualified name: module}`` projections to prune (``spec.linear_paths`` minus ignored)."""
-    return [{n: m for n, m in block.items() if not matches_ignore(n, ignore, m)} for block in block_projections(model)]
+    """Per block, ``{name: module}`` of the projections to prune (``spec.linear_paths``, not ignored)."""
+    return [{n: m for n, m in block.items() if not matches_ignore(n, ignore, m)}
+            for block in block_projections(model)]
 
 
 def _rows(module: nn.Module) -> torch.Tensor:
@@ -140,7 +141,7 @@ def smallest_keep_mask(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
 
 
 def nm_keep_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep-mask with the ``n`` largest of every ``m`` consecutive scores of each row kept. scores: (out, in)."""
+    """Keep-mask keeping the ``n`` largest of every ``m`` consecutive scores of a row. scores: (out, in)."""
     out_f, in_f = scores.shape
     if in_f % m:
         raise SurgeryError(f"pattern {n}:{m} needs the input dimension to be a multiple of {m}, got {in_f}; "
@@ -211,8 +212,8 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
         m = config.n_m[1]
         bad = [n for n, mod in targets.items() if _rows(mod).shape[1] % m]
         if bad:
-            raise SurgeryError(f"pattern {config.pattern!r} needs input dimensions that are a multiple of {m}, "
-                               f"but {bad[0]} has {_rows(targets[bad[0]]).shape[1]}; add it to `ignore`")
+            raise SurgeryError(f"pattern {config.pattern!r} needs input dimensions that are a multiple of "
+                               f"{m}, but {bad[0]} has {_rows(targets[bad[0]]).shape[1]}; add it to `ignore`")
 
     def prune(names, norms=None):
         for name in names:
@@ -238,5 +239,6 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
         "scope": config.scope, "requested_sparsity": config.sparsity,
         "model_sparsity": round(report.model_sparsity, 6), "produced_by": "hf_compress",
     }
-    logger.info("sparsified %d modules: %.1f%% of their weights are zero", len(targets), 100 * report.sparsity)
+    logger.info("sparsified %d modules: %.1f%% of their weights are zero", len(targets),
+                100 * report.sparsity)
     return model

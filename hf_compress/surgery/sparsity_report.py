@@ -48,7 +48,8 @@ class SparsityReport:
         lines = ["| module | zeros | weights | sparsity |", "|---|---:|---:|---:|"]
         lines += [f"| {n} | {z:,} | {k:,} | {z / k:.1%} |" for n, (z, k) in self.modules.items()]
         lines.append(f"| **targets total** | {self.zeros:,} | {self.numel:,} | {self.sparsity:.1%} |")
-        lines.append(f"| **whole model** | {self.model_zeros:,} | {self.model_params:,} | {self.model_sparsity:.1%} |")
+        lines.append(f"| **whole model** | {self.model_zeros:,} | {self.model_params:,} "
+                     f"| {self.model_sparsity:.1%} |")
         return "\n".join(lines)
 
 

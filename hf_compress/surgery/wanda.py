@@ -1,4 +1,5 @@
-"""Input-activation norms for Wanda pruning (Sun et al. 2023, "A Simple and Effective Pruning Approach for LLMs").
+"""Input-activation norms for Wanda pruning (Sun et al. 2023, "A Simple and Effective Pruning Approach for
+Large Language Models").
 
 Wanda scores weight ``W[i, j]`` by ``|W[i, j]| * ||X_j||_2`` where ``X_j`` is input feature ``j`` of the
 layer over every (non-padding) calibration token. This module only collects the norms; the scoring and
@@ -46,7 +47,8 @@ def prepare_batches(calibration, model: nn.Module) -> list[dict]:
     batches = []
     for i, batch in enumerate(calibration):
         if not hasattr(batch, "keys") or not ("input_ids" in batch or "inputs_embeds" in batch):
-            raise SurgeryError(f"calibration batch {i} must be a dict with 'input_ids', got {type(batch).__name__}")
+            raise SurgeryError(f"calibration batch {i} must be a dict with 'input_ids', "
+                               f"got {type(batch).__name__}")
         batches.append({k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None})
     if not batches:
         raise SurgeryError("calibration is empty; pass at least one batch of tokenized text")
@@ -68,7 +70,8 @@ class _NormCollector:
     def __init__(self, modules: dict[str, nn.Module]):
         self.sums: dict[str, torch.Tensor] = {}
         self.token_mask: torch.Tensor | None = None
-        self._handles = [m.register_forward_hook(functools.partial(self._hook, name)) for name, m in modules.items()]
+        self._handles = [m.register_forward_hook(functools.partial(self._hook, name))
+                         for name, m in modules.items()]
 
     def _hook(self, name: str, module: nn.Module, args, output) -> None:
         x = args[0].detach()
@@ -97,7 +100,8 @@ def _eval_no_grad(model: nn.Module):
         model.train(was_training)
 
 
-def one_pass_norms(model: nn.Module, modules: dict[str, nn.Module], batches: list[dict]) -> dict[str, torch.Tensor]:
+def one_pass_norms(model: nn.Module, modules: dict[str, nn.Module],
+                   batches: list[dict]) -> dict[str, torch.Tensor]:
     """``||X_j||_2`` per input feature of each module, from one forward of the (dense) model per batch."""
     collector = _NormCollector(modules)
     try:
@@ -115,7 +119,7 @@ class _Stop(Exception):
 
 
 def _capture_inputs(model: nn.Module, layers: nn.ModuleList, batches: list[dict]):
-    """Run the model up to its last block; returns (block-0 hidden states per batch, per-block call records)."""
+    """Run the model up to its last block; returns (block-0 inputs per batch, per-block call records)."""
     records: list[list] = [[None] * len(batches) for _ in layers]
     first_hidden: list[torch.Tensor] = []
     current = [0]
@@ -145,7 +149,8 @@ def _capture_inputs(model: nn.Module, layers: nn.ModuleList, batches: list[dict]
         for h in handles:
             h.remove()
     if len(first_hidden) != len(batches) or any(r is None for r in records[-1]):
-        raise SurgeryError(f"{type(model).__name__} did not call all its blocks in order; use sequential=False")
+        raise SurgeryError(f"{type(model).__name__} did not call all its blocks in order; "
+                           f"use sequential=False")
     return first_hidden, records
 
 

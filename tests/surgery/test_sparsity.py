@@ -127,10 +127,11 @@ def _naive_wanda(model, calibration, sparsity, sequential: bool) -> dict[str, to
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "bert"])
 def test_wanda_matches_naive_reference(model_type):
     model = tiny_model(model_type)
-    calibration = [tiny_batch(2, 12, seed=1), tiny_batch(3, 10, seed=2)]  # padded: padding tokens excluded
+    calibration = [tiny_batch(2, 12, seed=1), tiny_batch(3, 10, seed=2)]  # padded: padding excluded
     for sequential in (True, False):
         expected = _naive_wanda(model, calibration, 0.5, sequential)
-        pruned = sparsify(copy.deepcopy(model), method="wanda", calibration=calibration, sequential=sequential)
+        pruned = sparsify(copy.deepcopy(model), method="wanda", calibration=calibration,
+                          sequential=sequential)
         got = {n: _rows(m) != 0 for n, m in _targets(pruned).items()}
         for name in expected:
             assert torch.equal(got[name], expected[name]), (sequential, name)

@@ -26,9 +26,9 @@ def _dataset(n: int = 16, seed: int = 0) -> Dataset:
 
 
 def _args(cls, tmp_path, **extra):
-    return cls(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-2,
-               weight_decay=0.1, max_grad_norm=1.0, report_to="none", save_strategy="no", disable_tqdm=True,
-               use_cpu=True, seed=0, **extra)
+    return cls(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=4,
+               learning_rate=1e-2, weight_decay=0.1, max_grad_norm=1.0, report_to="none", save_strategy="no",
+               disable_tqdm=True, use_cpu=True, seed=0, **extra)
 
 
 def _assert_same_zeros_and_trained(before: dict, after: dict) -> None:
