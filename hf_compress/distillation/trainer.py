@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 
 from ..arch import num_layers
@@ -33,6 +32,7 @@ from ..errors import HfCompressError
 from . import losses
 from .args import DistillationArguments
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
+from .metrics import distillation_metrics
 from .teacher import check_compatible, load_teacher, prepare_teacher
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
@@ -283,62 +283,7 @@ class DistillationTrainer(Trainer):
         (sequence classifiers with labels). Offline: no metric scripts are downloaded."""
         if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # calls back per dataset
-        dataloader = self.get_eval_dataloader(eval_dataset)
-        model = self.model
-        model.eval()
-        keys = ("kd", "hidden", "task", "n_logits", "n_hidden", "n_task", "s_nll", "t_nll", "n_nll",
-                "s_correct", "t_correct", "agree", "n_examples")
-        sums = dict.fromkeys(keys, 0.0)
-        bar = tqdm(dataloader, desc="distillation eval", leave=False,
-                   disable=self.args.disable_tqdm or not self.is_local_process_zero())
-        for batch in bar:
-            inputs = self._prepare_inputs(batch)
-            with torch.no_grad():
-                terms = self._terms(model, inputs)
-            logit_mask, hidden_mask, n_task = self._masks(inputs)
-            for key in ("kd", "hidden", "task"):
-                sums[key] += float(terms[key])
-            sums["n_logits"] += float(logit_mask.sum())
-            sums["n_hidden"] += float(hidden_mask.sum())
-            sums["n_task"] += n_task
-            labels = inputs.get("labels")
-            if self.causal:
-                targets = (labels if labels is not None else inputs["input_ids"])[:, 1:]  # (B, T-1)
-                mask = targets.ne(-100)
-                if inputs.get("attention_mask") is not None:
-                    mask &= inputs["attention_mask"][:, 1:].bool()
-                for who, out in (("s_nll", terms["student"]), ("t_nll", terms["teacher"])):
-                    sums[who] += float(losses.token_cross_entropy(out.logits[:, :-1], targets.clamp(min=0), mask))
-                sums["n_nll"] += float(mask.sum())
-            elif self.task == "sequence-classification":
-                s_pred = terms["student"].logits.argmax(-1)
-                t_pred = terms["teacher"].logits.argmax(-1)
-                sums["agree"] += float((s_pred == t_pred).sum())
-                sums["n_examples"] += s_pred.numel()
-                if labels is not None:
-                    sums["s_correct"] += float((s_pred == labels).sum())
-                    sums["t_correct"] += float((t_pred == labels).sum())
-        totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
-        if self.accelerator.num_processes > 1:
-            totals = self.accelerator.reduce(totals.to(self.args.device), "sum").cpu()
-        s = dict(zip(keys, totals.tolist()))
-        a = self.args
-        parts = {"kd": s["kd"] / max(s["n_logits"], 1), "hidden": s["hidden"] / max(s["n_hidden"], 1),
-                 "task": s["task"] / max(s["n_task"], 1)}
-        p = metric_key_prefix
-        metrics = {f"{p}_loss": a.alpha_logits * parts["kd"] + a.alpha_hidden * parts["hidden"]
-                   + a.alpha_task * parts["task"]}
-        for term, alpha in (("kd", a.alpha_logits), ("hidden", a.alpha_hidden), ("task", a.alpha_task)):
-            if alpha > 0:
-                metrics[f"{p}_loss_{term}"] = parts[term]
-        if s["n_nll"] > 0:
-            metrics[f"{p}_student_perplexity"] = float(torch.tensor(s["s_nll"] / s["n_nll"]).exp())
-            metrics[f"{p}_teacher_perplexity"] = float(torch.tensor(s["t_nll"] / s["n_nll"]).exp())
-        if s["n_examples"] > 0:
-            metrics[f"{p}_teacher_agreement"] = s["agree"] / s["n_examples"]
-            if s["n_task"] > 0:
-                metrics[f"{p}_accuracy"] = s["s_correct"] / s["n_examples"]
-                metrics[f"{p}_teacher_accuracy"] = s["t_correct"] / s["n_examples"]
+        metrics = distillation_metrics(self, self.get_eval_dataloader(eval_dataset), metric_key_prefix)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

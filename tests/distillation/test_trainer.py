@@ -147,6 +147,9 @@ def test_evaluate_matches_independent_computation(tmp_path, kind):
         assert metrics["eval_accuracy"] == pytest.approx(acc)
         assert metrics["eval_teacher_accuracy"] == pytest.approx((t_out.logits.argmax(-1) == labels).float().mean().item())
     assert metrics["eval_loss_kd"] == pytest.approx(kd / n, rel=1e-4)  # fp32 logits of batch 3 vs 8
+    if kind == "gpt2":  # a dict of eval sets is evaluated one by one, with prefixed keys
+        named = trainer.evaluate({"wiki": ds})
+        assert named["eval_wiki_loss_kd"] == pytest.approx(metrics["eval_loss_kd"], rel=1e-6)
     assert metrics["eval_loss_task"] == pytest.approx(s_out.loss.item(), rel=1e-5)  # the model's own loss
     assert metrics["eval_loss"] == pytest.approx(kd / n + 0.3 * s_out.loss.item(), rel=1e-5)
 
