@@ -137,6 +137,11 @@ def _add_bench_parser(sub) -> None:
     p.add_argument(
         "--data", help="a .txt/.json/.jsonl file of texts instead of the bundled Wikipedia summaries"
     )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow folders that ship modeling code (physically pruned BERT/GPT-2 heads)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -151,6 +156,7 @@ def _cmd_bench(args) -> int:
         samples=args.samples,
         repeats=args.repeats,
         texts_file=args.data,
+        trust_remote_code=args.trust_remote_code,
     )
     if args.json:
         _print_json(rows)

@@ -332,6 +332,15 @@ def test_bench_against_a_baseline_measures_both_side_by_side(tiny_run, texts_fil
     assert main(["bench", "no-such-model"]) == 2
 
 
+def test_bench_asks_before_running_code_shipped_in_a_folder(int8_run, texts_file, capsys):
+    argv = ["bench", str(int8_run), "--data", str(texts_file), "--samples", "4", "--repeats", "1", "--json"]
+    assert main(argv) == 2
+    assert "pass trust_remote_code=True (--trust-remote-code)" in capsys.readouterr().err
+    assert main(argv + ["--trust-remote-code"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["params"] > 0 and row["latency_ms"] > 0
+
+
 def test_env_reports_versions(capsys):
     assert main(["env", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

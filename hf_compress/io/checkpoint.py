@@ -137,6 +137,12 @@ def load_compressed(
 
     if not (Path(path) / "config.json").is_file():
         raise CheckpointError(f"{str(path)!r} is not a checkpoint folder (no config.json)")
+    auto_map = json.loads((Path(path) / "config.json").read_text()).get("auto_map")
+    if auto_map and not trust_remote_code:
+        raise CheckpointError(
+            f"{str(path)!r} ships its own modeling code (auto_map: {sorted(auto_map)[0]}, ...; e.g. "
+            f"physically pruned BERT/GPT-2 heads): read it, then pass trust_remote_code=True (--trust-remote-code)"
+        )
     if task is None:
         task = ((read_compression_config(path) or {}).get("recipe") or {}).get("task", "feature-extraction")
     if task not in AUTO_CLASSES:

@@ -50,6 +50,7 @@ def bench(
     samples: int = 64,
     repeats: int = 7,
     texts_file: str | None = None,
+    trust_remote_code: bool = False,
 ) -> list[dict]:
     """Rows (baseline first when given) with params, bytes on disk, latency, speed-up and quality, on the
     held-out Wikipedia summaries or the held-out part of ``texts_file`` (.txt/.json/.jsonl)."""
@@ -66,7 +67,7 @@ def bench(
     if baseline:
         paths = {"baseline": resolve_model_path(baseline), **paths}
     task = _task_of(paths["model"], task)
-    models = {k: load_compressed(p, task=task) for k, p in paths.items()}
+    models = {k: load_compressed(p, task=task, trust_remote_code=trust_remote_code) for k, p in paths.items()}
     tokenizer = AutoTokenizer.from_pretrained(paths["model"])
     if texts_file:
         from .loading import load_texts

@@ -49,7 +49,7 @@ def agreement(model, base, task: str, batches: list[dict]) -> float:
 
 
 @torch.inference_mode()
-def topic_probe(model, tokenizer, n_train: int = 600, n_test: int = 300, max_length: int = 128) -> float:
+def topic_probe(model, tokenizer, n_train: int = 480, n_test: int = 240, max_length: int = 128) -> float:
     """Accuracy of nearest-centroid topic classification of held-out Wikipedia summaries from the model's
     mean-pooled embeddings; centroids come from calibration summaries (the split of ``wiki_texts``)."""
     from ..assets import load_wiki_summaries
