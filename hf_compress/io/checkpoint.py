@@ -141,7 +141,8 @@ def load_compressed(
     if auto_map and not trust_remote_code:
         raise CheckpointError(
             f"{str(path)!r} ships its own modeling code (auto_map: {sorted(auto_map)[0]}, ...; e.g. "
-            f"physically pruned BERT/GPT-2 heads): read it, then pass trust_remote_code=True (--trust-remote-code)"
+            f"physically pruned BERT/GPT-2 heads): read it, then pass trust_remote_code=True "
+            f"(--trust-remote-code)"
         )
     if task is None:
         task = ((read_compression_config(path) or {}).get("recipe") or {}).get("task", "feature-extraction")
