@@ -188,7 +188,8 @@ def get_arch(model_or_config) -> ArchSpec:
     except KeyError:
         raise UnsupportedArchitectureError(
             f"model_type {model_type!r} is not supported; supported model types are "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)}. Convert the model to one of these families or open an issue."
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}. Convert the model to one of these families or open an "
+            f"issue."
         ) from None
 
 

@@ -2,7 +2,7 @@
 
 * ``block_influence``: ShortGPT scores (``layer_importance``) on Wikipedia *calibration* text; the lowest go.
 * ``angular block``: Gromov et al. angular distance for blocks of k layers; the best contiguous block goes.
-* ``last k``: the last k layers (the naive baseline).
+* ``last k``: the last k layers (the naive baseline), and the k layers just below the last one.
 
 Perplexity is measured on the *held-out* Wikipedia split and on the Python documentation (out of domain),
 neither of which scored the layers. Latency: median forward time, all models interleaved in one process.
@@ -26,7 +26,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hf_compress import get_asset, layer_importance, select_layers, student_from_teacher  # noqa: E402
 from hf_compress.assets import load_python_docs  # noqa: E402
-from hf_compress.evaluation import latency_side_by_side, param_count, perplexity, tokenize_batches, wiki_texts  # noqa: E402
+from hf_compress.evaluation import (  # noqa: E402
+    latency_side_by_side,
+    param_count,
+    perplexity,
+    tokenize_batches,
+    wiki_texts,
+)
 
 logger = logging.getLogger("bench_layers")
 
@@ -42,14 +48,19 @@ def texts_for_tokens(texts: list[str], tokens: int, chars_per_token: float = 6.0
     return out
 
 
+def fmt(x: float) -> str:
+    return f"{x:.2f}" if x < 1e4 else f"{x:.2g}"
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
     parser.add_argument("--fraction", type=float, default=0.25, help="fraction of layers to drop")
     parser.add_argument("--output", default="benchmarks/layers.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    calib_texts, eval_tokens, repeats = (8, 2048, 2) if args.quick else (64, 8192, 5)
+    calib_texts, eval_tokens, repeats = (8, 2048, 2) if args.quick else (32, 8192, 5)
     window = 512
 
     folder = get_asset("smollm2")
@@ -59,7 +70,8 @@ def main(argv=None) -> int:
     k = int(n * args.fraction + 0.5)
 
     start = time.perf_counter()
-    calib = tokenize_batches(tokenizer, wiki_texts("calibration", n=calib_texts), batch_size=8, max_length=256)
+    calib = tokenize_batches(tokenizer, wiki_texts("calibration", n=calib_texts), batch_size=8,
+                             max_length=256)
     influence = layer_importance(model, calib, method="block_influence")
     angular = layer_importance(model, calib, method="angular", n=k)
     logger.info("scored layers on %d calibration texts in %.0f s", calib_texts, time.perf_counter() - start)
@@ -68,6 +80,7 @@ def main(argv=None) -> int:
         "block_influence": select_layers(influence, k),
         f"angular block (n={k})": select_layers(angular, k, contiguous=True, block=k),
         f"last {k}": list(range(n - k, n)),
+        f"last {k} before the final layer": list(range(n - 1 - k, n - 1)),
     }
     heldout = {
         "wiki held-out": texts_for_tokens(wiki_texts("heldout"), eval_tokens),
@@ -76,7 +89,8 @@ def main(argv=None) -> int:
 
     models, rows = {}, []
     for name, drop in choices.items():
-        student = model if not drop else student_from_teacher(model, keep=[i for i in range(n) if i not in drop])
+        keep = [i for i in range(n) if i not in drop]
+        student = student_from_teacher(model, keep=keep) if drop else model
         models[name] = student
         ppl = {s: perplexity(student, tokenizer, texts, max_length=window, max_tokens=eval_tokens)
                for s, texts in heldout.items()}
@@ -87,26 +101,28 @@ def main(argv=None) -> int:
         latency = latency_side_by_side(models, inputs, repeats=repeats, warmup=1)
 
     lines = [
-        f"SmolLM2-135M-Instruct (fp32, {n} layers), {k} layers dropped ({args.fraction:.0%}). Layers scored on "
+        f"SmolLM2-135M-Instruct (fp32, {n} layers), {k} layers dropped ({args.fraction:.0%}). "
+        f"Layers scored on "
         f"{calib_texts} Wikipedia calibration summaries (256 tokens max); perplexity on the first "
         f"{eval_tokens} tokens of held-out text in {window}-token windows; latency: median of {repeats} "
         f"forward passes of 1×256 tokens, models interleaved.",
         "",
-        "| layers dropped by | dropped | params (M) | wiki held-out ppl | python docs ppl | latency vs original |",
+        "| layers dropped by | dropped | params (M) | wiki held-out ppl | python docs ppl "
+        "| latency vs original |",
         "|---|---|---|---|---|---|",
     ]
     for name, drop, params, ppl in rows:
-        lines.append(f"| {name} | {drop or '-'} | {params / 1e6:.1f} | {ppl['wiki held-out']:.2f} | "
-                     f"{ppl['python docs']:.2f} | {latency[name] / latency['original']:.2f}× |")
+        lines.append(f"| {name} | {drop or '-'} | {params / 1e6:.1f} | {fmt(ppl['wiki held-out'])} | "
+                     f"{fmt(ppl['python docs'])} | {latency[name] / latency['original']:.2f}× |")
     lines += ["", f"block_influence scores: {[round(s, 3) for s in influence]}"]
     table = "\n".join(lines)
     print(table)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(f"# Layer dropping{' (--quick)' if args.quick else ''}\n\n"
-                   f"`HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_layers.py{' --quick' if args.quick else ''}`"
-                   f"\n\n{table}\n")
+    flag = " --quick" if args.quick else ""
+    command = f"HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_layers.py{flag}"
+    tmp.write_text(f"# Layer dropping{flag}\n\n`{command}`\n\n{table}\n")
     tmp.replace(out)
     return 0
 

@@ -83,7 +83,8 @@ def layer_importance(model: nn.Module, batches: Iterable[dict], method: str = "b
                 mask = torch.ones(inputs[0].shape[:2], dtype=torch.bool, device=inputs[0].device)
             valid = mask.bool()  # (B, T)
             for start in range(total - n + 1):
-                cos = F.cosine_similarity(inputs[start].double(), inputs[start + n].double(), dim=-1)  # (B, T)
+                x, y = inputs[start].double(), inputs[start + n].double()  # (B, T, H)
+                cos = F.cosine_similarity(x, y, dim=-1)  # (B, T)
                 per_token = 1.0 - cos if method == "block_influence" else _angular(cos)
                 sums[start] += per_token[valid].sum().cpu()
             count += int(valid.sum())

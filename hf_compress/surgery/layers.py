@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 # Config lists that may by chance have as many entries as there are layers but are not per-layer.
 _NOT_PER_LAYER = {"architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
-                  "forced_decoder_ids", "eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id"}
+                  "forced_decoder_ids", "eos_token_id", "bos_token_id", "pad_token_id",
+                  "decoder_start_token_id"}
 
 
 def _check_indices(indices, n: int, name: str) -> list[int]:
@@ -92,15 +93,16 @@ def _new_threshold(config, key: str, old_types, new_types, keep: list[int], n: i
     return new
 
 
-def _fold_gpt2_scale(layer: nn.Module, old: int, new: int, embed_dim: int) -> None:
+def _fold_gpt2_scale(layer: nn.Module, old: int, new: int) -> None:
     """GPT-2 with ``scale_attn_by_inverse_layer_idx`` scales attention scores by 1/(layer_idx+1). A layer
     moved from ``old`` to ``new`` keeps its scores when the query weights are multiplied by
     (new+1)/(old+1); the live module's ``scaling`` is updated to what a reload computes."""
     factor = (new + 1) / (old + 1)
     with torch.no_grad():
         attn = layer.attn
-        attn.c_attn.weight[:, :embed_dim] *= factor  # Conv1D weight (in, 3*embed): q columns first
-        attn.c_attn.bias[:embed_dim] *= factor
+        q_width = attn.split_size  # heads * head_dim (smaller than n_embd after head pruning)
+        attn.c_attn.weight[:, :q_width] *= factor  # Conv1D weight (in, 3 * q_width): q columns first
+        attn.c_attn.bias[:q_width] *= factor
         attn.scaling /= factor
         cross = getattr(layer, "crossattention", None)
         if cross is not None:
@@ -121,8 +123,8 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
     config = model.config
     n = len(layers)
     if config_num_layers(model) != n:
-        raise SurgeryError(f"config.{spec.num_layers_key}={config_num_layers(model)} but the model has {n} layers; "
-                           f"the model was modified outside hf_compress")
+        raise SurgeryError(f"config.{spec.num_layers_key}={config_num_layers(model)} but the model has {n} "
+                           f"layers; the model was modified outside hf_compress")
     drop = _check_indices(indices, n, "indices")
     if len(drop) == n:
         raise SurgeryError(f"`indices` {drop} drops all {n} layers; keep at least one")
@@ -135,6 +137,11 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
     thresholds = {k: _new_threshold(config, k, getattr(config, "layer_types", None), lists.get("layer_types"),
                                     keep, n) for k in spec.layer_threshold_keys}
     fold = spec.family == "gpt2" and getattr(config, "scale_attn_by_inverse_layer_idx", False)
+    if fold:  # fail here, not half-way through the folding
+        for i in keep:
+            get_submodule(layers[i], spec.qkv)
+            if not hasattr(layers[i].attn, "split_size"):
+                raise SurgeryError(f"GPT-2 layer {i} has no attn.split_size; cannot fold its attention scale")
     parent_path = spec.layers.rpartition(".")[0]
     base = getattr(model, "base_model", model)
     parent = get_submodule(base, parent_path) if parent_path else base
@@ -143,7 +150,7 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
     for new, old in enumerate(keep):
         layer = layers[old]
         if fold and new != old:
-            _fold_gpt2_scale(layer, old, new, getattr(config, spec.hidden_size_key))
+            _fold_gpt2_scale(layer, old, new)
         for module in layer.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = new

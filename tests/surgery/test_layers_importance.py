@@ -49,7 +49,8 @@ def test_padding_is_excluded():
     model = tiny_model("llama")
     batch = tiny_batch(batch_size=2, seq_len=12)  # sample 1 is right-padded after 6 tokens
     padded = layer_importance(model, [batch])
-    alone = [{k: v[i:i + 1, : int(batch["attention_mask"][i].sum())] for k, v in batch.items()} for i in (0, 1)]
+    lengths = batch["attention_mask"].sum(1).tolist()
+    alone = [{k: v[i:i + 1, : lengths[i]] for k, v in batch.items()} for i in (0, 1)]
     parts = [layer_importance(model, [b]) for b in alone]
     weights = [12, 6]  # valid tokens per sample
     expected = [(parts[0][l] * weights[0] + parts[1][l] * weights[1]) / 18 for l in range(len(padded))]

@@ -94,7 +94,8 @@ def test_dropped_models_reload_with_stock_transformers(tmp_path):
             live = model(**batch, **({"use_cache": False} if causal else {})).logits
         torch.testing.assert_close(live, reference, atol=1e-5, rtol=0, msg=name)
         for new, layer in enumerate(arch.get_layers(model)):
-            assert all(m.layer_idx == new for m in layer.modules() if isinstance(getattr(m, "layer_idx", None), int))
+            idx = [m.layer_idx for m in layer.modules() if isinstance(getattr(m, "layer_idx", None), int)]
+            assert set(idx) <= {new} and (idx or model_type == "distilbert"), (name, idx)
         model.save_pretrained(tmp_path / name)
         torch.save({"logits": reference, "causal": causal}, tmp_path / name / "expected.pt")
         expected_layers[name] = 4 - len(drop)
