@@ -11,6 +11,7 @@ and rescale passes fuse around the matmul; a compile failure falls back to eager
 from __future__ import annotations
 
 import logging
+import types
 
 import torch
 import torch.nn.functional as F
@@ -62,19 +63,31 @@ def w8a16_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: 
 
 
 _KERNELS = {"w8a8": w8a8_linear, "w8a16": w8a16_linear}
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[tuple, object] = {}
 _COMPILE_BROKEN = False
+
+
+def _compiled(mode: str, x: torch.Tensor, w: torch.Tensor, bias) -> object:
+    """One compiled kernel per (mode, in, out, bias, dtype): each gets its own code object, so dynamo's
+    per-function recompile limit is never reached and ``in``/``out`` stay static (fast reductions);
+    only the row count is dynamic."""
+    key = (mode, w.shape[0], w.shape[1], bias is None, x.dtype, x.device.type)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        base = _KERNELS[mode]
+        code = base.__code__.replace(co_name=f"{base.__name__}_{len(_COMPILED)}")
+        fn = _COMPILED[key] = torch.compile(types.FunctionType(code, base.__globals__, code.co_name))
+    return fn
 
 
 def int8_linear(x, w, w_scale, bias, mode: str, use_compile: bool = False):
     """Dispatch to the ``mode`` kernel, compiled when asked and possible."""
     global _COMPILE_BROKEN
     fn = _KERNELS[mode]
-    if not use_compile or _COMPILE_BROKEN or torch.is_grad_enabled() and x.requires_grad:
+    if not use_compile or _COMPILE_BROKEN or (torch.is_grad_enabled() and x.requires_grad):
         return fn(x, w, w_scale, bias)
-    compiled = _COMPILED.get(mode)
-    if compiled is None:
-        compiled = _COMPILED[mode] = torch.compile(fn, dynamic=True)
+    compiled = _compiled(mode, x, w, bias)
+    torch._dynamo.maybe_mark_dynamic(x, 0)
     try:
         return compiled(x, w, w_scale, bias)
     except Exception as exc:  # a missing compiler or an inductor bug must not break inference

@@ -166,3 +166,17 @@ def test_config_validation(kwargs, match):
 def test_nothing_to_quantize_is_an_error():
     with pytest.raises(QuantizationError, match="no nn.Linear"):
         quantize_int8(tiny_model("llama"), ignore=["Linear"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["w8a8", "w8a16"])
+def test_compiled_kernels_match_eager(mode):
+    lin = _linear()
+    eager, compiled = Int8Linear.from_float(lin, mode), Int8Linear.from_float(lin, mode)
+    compiled.use_compile = True
+    with torch.inference_mode():
+        for rows in (64, 1, 37):  # the row count is dynamic: one compile serves all
+            x = torch.randn(rows, 48)
+            ref = eager(x)
+            tol = 1e-5 if mode == "w8a8" else 2**-7 * ref.abs().max().item()  # bf16 rounding may differ
+            torch.testing.assert_close(compiled(x), ref, rtol=tol, atol=tol)
