@@ -49,10 +49,10 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from .. import __version__
+    import hf_compress
 
     return {
-        "hf_compress": __version__,
+        "hf_compress": hf_compress.__version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "huggingface_hub": huggingface_hub.__version__,
