@@ -92,13 +92,12 @@ class DistillationTrainer(Trainer):
             self.projections.to(device=device, dtype=student.dtype)
             self._register_projection_grad_sync()
             self.add_callback(_ZeroProjectionGrads(self.projections))
-        name = "jsd" if args.logit_loss == "jsd" else args.logit_loss
         self._logit_loss = {
             "forward_kl": functools.partial(losses.forward_kl, temperature=args.temperature),
             "reverse_kl": functools.partial(losses.reverse_kl, temperature=args.temperature),
             "jsd": functools.partial(losses.generalized_jsd, temperature=args.temperature, beta=args.jsd_beta),
             "mse": losses.logit_mse,
-        }[name]
+        }[args.logit_loss]
         self._term_sums = torch.zeros(len(_TERMS), dtype=torch.float64)
         self._windows_seen, self._last_window = 0, None
 
