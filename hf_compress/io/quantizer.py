@@ -34,7 +34,7 @@ def compressed_tensors_installed() -> bool:
 
 
 def _build_classes():
-    from ..surgery.int8 import Int8Linear, matches_ignore
+    from ..surgery.int8 import Int8Linear, fuse_if_known, matches_ignore
     from .compressed_tensors import parse_quantization_config
     from transformers.quantizers.base import HfQuantizer
     from transformers.utils.quantization_config import QuantizationConfigMixin, QuantizationMethod
@@ -102,6 +102,7 @@ def _build_classes():
             for name, module in model.named_modules():
                 if isinstance(module, Int8Linear):
                     module.finish_loading(name)
+            fuse_if_known(model)
             return model
 
         def is_serializable(self):

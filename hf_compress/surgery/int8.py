@@ -20,11 +20,11 @@ import torch
 import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
-from ..errors import QuantizationError
+from ..errors import QuantizationError, UnsupportedArchitectureError
 from ..io.compressed_tensors import MODES, build_quantization_config, pack_int8, quantize_per_channel, unpack_int8
 from .int8_kernels import int8_linear
 
-__all__ = ["Int8Config", "Int8Linear", "quantize_int8", "matches_ignore", "find_targets"]
+__all__ = ["Int8Config", "Int8Linear", "quantize_int8", "matches_ignore", "find_targets", "fuse_if_known"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Int8Config:
         smoothquant: SmoothQuant migration strength alpha in (0, 1), or None (off); ``w8a8`` only.
         gptq_damp: GPTQ damping as a fraction of the mean Hessian diagonal; gptq_block: columns per block.
         compile: run the int8 kernels through ``torch.compile`` (fuses quantize / matmul / rescale).
+        fuse: multiply layers that read the same input (q/k/v, gate/up) as one, and apply an MLP's GELU
+            in the int8 rescale pass (:mod:`hf_compress.surgery.int8_fusion`; the state dict is unchanged).
         quantize_lm_head: also quantize the output projection (untied only).
     """
 
@@ -67,6 +69,7 @@ class Int8Config:
     gptq_damp: float = 0.01
     gptq_block: int = 128
     compile: bool = False
+    fuse: bool = True
     quantize_lm_head: bool = False
 
     def __post_init__(self):
@@ -104,6 +107,8 @@ class Int8Linear(nn.Module):
             raise QuantizationError(f"`mode` must be one of {MODES}, got {mode!r}")
         self.in_features, self.out_features, self.mode = in_features, out_features, mode
         self.use_compile = False
+        self.post_act: str | None = None  # an activation fused into the output (see int8_fusion)
+        self._group = None  # siblings reading the same input, multiplied as one (see int8_fusion)
         self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("weight_scale", torch.empty(out_features, 1, dtype=dtype, device=device))
         if bias:
@@ -131,14 +136,18 @@ class Int8Linear(nn.Module):
         return self.weight.to(self.weight_scale.dtype) * self.weight_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._group is not None:
+            return self._group(self, x)
         lead = x.shape[:-1]
         y = int8_linear(x.reshape(-1, self.in_features), self.weight, self.weight_scale, self.bias,
-                        self.mode, self.use_compile)  # (M, out)
+                        self.mode, self.use_compile, self.post_act)  # (M, out)
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
+        fused = f", post_act={self.post_act}" if self.post_act else ""
+        fused += ", shares input" if self._group is not None else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, mode={self.mode}")
+                f"bias={self.bias is not None}, mode={self.mode}{fused}")
 
     # --- compressed-tensors state-dict layout -------------------------------------------------------
     def expect_packed(self) -> None:
@@ -177,11 +186,15 @@ class Int8Linear(nn.Module):
                                     f"{self.weight.dtype}; re-export it with hf_compress.quantize_int8")
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        if self.mode != "w8a16" or "weight_packed" in self._buffers:
+        if "weight_packed" in self._buffers:  # mid-load placeholders
             return super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "weight_packed"] = pack_int8(self.weight)
-        destination[prefix + "weight_shape"] = torch.tensor([self.out_features, self.in_features])
-        destination[prefix + "weight_scale"] = self.weight_scale
+        shared = self._group is not None  # weight / scale are views of the group's: save own copies
+        if self.mode == "w8a16":
+            destination[prefix + "weight_packed"] = pack_int8(self.weight)
+            destination[prefix + "weight_shape"] = torch.tensor([self.out_features, self.in_features])
+        else:
+            destination[prefix + "weight"] = self.weight.clone() if shared else self.weight
+        destination[prefix + "weight_scale"] = self.weight_scale.clone() if shared else self.weight_scale
         if self.bias is not None:
             destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
 
@@ -222,6 +235,16 @@ def find_targets(model: nn.Module, ignore, quantize_lm_head: bool = False) -> di
     return targets
 
 
+def fuse_if_known(model: nn.Module) -> dict[str, int]:
+    """Run-time fusions of :mod:`.int8_fusion` where the architecture table knows the model, else none."""
+    from .int8_fusion import fuse_int8
+
+    try:
+        return fuse_int8(model)
+    except UnsupportedArchitectureError:
+        return {}
+
+
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -254,6 +277,8 @@ def quantize_int8(model: nn.Module, config: Int8Config | None = None, **kwargs) 
         layer = Int8Linear.from_float(module, config.mode, qweight, scale)
         layer.use_compile = config.compile
         _set_module(model, name, layer)
+    if config.fuse:
+        fuse_if_known(model)
     skipped = sorted(n for n, m in model.named_modules()
                      if isinstance(m, (nn.Linear, Conv1D)) and not isinstance(m, Int8Linear))
     present = {type(m).__name__ for m in targets.values()}

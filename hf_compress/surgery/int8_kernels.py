@@ -39,18 +39,26 @@ def _int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch._int_mm(a, w.t())
 
 
-def w8a8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):
-    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> (M, N) in x's dtype."""
+def _activate(y: torch.Tensor, act: str | None) -> torch.Tensor:
+    if act is None:
+        return y
+    return F.gelu(y, approximate="tanh" if act == "gelu_tanh" else "none")
+
+
+def w8a8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+                act: str | None = None):
+    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype."""
     xq, x_scale = quantize_tokens(x)
     acc = _int_mm(xq, w)  # (M, N) int32
     y = acc.float() * x_scale * w_scale.float().t()  # (M, N)
     if bias is not None:
         y = y + bias.float()
-    return y.to(x.dtype)
+    return _activate(y.to(x.dtype), act)
 
 
-def w8a16_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None):
-    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> (M, N) in x's dtype; activations in 16 bits."""
+def w8a16_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+                 act: str | None = None):
+    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype; 16-bit activations."""
     cdtype = x.dtype if x.dtype in _HALF else (torch.bfloat16 if x.device.type == "cpu" else torch.float16)
     xc = x.to(cdtype)
     if x.device.type == "cpu" and x.shape[0] <= SMALL_M:
@@ -59,7 +67,7 @@ def w8a16_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: 
         y = F.linear(xc, w.to(cdtype) * w_scale.to(cdtype))  # (M, N)
     if bias is not None:
         y = y + bias.to(cdtype)
-    return y.to(x.dtype)
+    return _activate(y.to(x.dtype), act)
 
 
 _KERNELS = {"w8a8": w8a8_linear, "w8a16": w8a16_linear}
@@ -67,11 +75,11 @@ _COMPILED: dict[tuple, object] = {}
 _COMPILE_BROKEN = False
 
 
-def _compiled(mode: str, x: torch.Tensor, w: torch.Tensor, bias) -> object:
+def _compiled(mode: str, x: torch.Tensor, w: torch.Tensor, bias, act) -> object:
     """One compiled kernel per (mode, in, out, bias, dtype): each gets its own code object, so dynamo's
     per-function recompile limit is never reached and ``in``/``out`` stay static (fast reductions);
     only the row count is dynamic."""
-    key = (mode, w.shape[0], w.shape[1], bias is None, x.dtype, x.device.type)
+    key = (mode, w.shape[0], w.shape[1], bias is None, act, x.dtype, x.device.type)
     fn = _COMPILED.get(key)
     if fn is None:
         base = _KERNELS[mode]
@@ -80,18 +88,18 @@ def _compiled(mode: str, x: torch.Tensor, w: torch.Tensor, bias) -> object:
     return fn
 
 
-def int8_linear(x, w, w_scale, bias, mode: str, use_compile: bool = False):
+def int8_linear(x, w, w_scale, bias, mode: str, use_compile: bool = False, act: str | None = None):
     """Dispatch to the ``mode`` kernel, compiled when asked and possible."""
     global _COMPILE_BROKEN
     fn = _KERNELS[mode]
     if not use_compile or _COMPILE_BROKEN or (torch.is_grad_enabled() and x.requires_grad):
-        return fn(x, w, w_scale, bias)
-    compiled = _compiled(mode, x, w, bias)
+        return fn(x, w, w_scale, bias, act)
+    compiled = _compiled(mode, x, w, bias, act)
     torch._dynamo.maybe_mark_dynamic(x, 0)
     try:
-        return compiled(x, w, w_scale, bias)
+        return compiled(x, w, w_scale, bias, act)
     except Exception as exc:  # a missing compiler or an inductor bug must not break inference
         _COMPILE_BROKEN = True
         logger.warning("torch.compile of the int8 kernel failed (%s: %s); using eager kernels",
                        type(exc).__name__, str(exc)[:200])
-        return fn(x, w, w_scale, bias)
+        return fn(x, w, w_scale, bias, act)
