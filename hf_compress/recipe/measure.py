@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["EvalData", "quality_key", "agreement", "measure", "topic_probe", "clip_length"]
 
@@ -64,7 +65,8 @@ def topic_probe(model, tokenizer, n_train: int = 480, n_test: int = 240, max_len
         batches = tokenize_batches(
             tokenizer, [r["extract"] for r in items], batch_size=16, max_length=max_length
         )
-        return torch.cat([mean_pooled(model, b) for b in batches])  # (N, H)
+        bar = tqdm(batches, desc="topic probe", leave=False)
+        return torch.cat([mean_pooled(model, b) for b in bar])  # (N, H)
 
     emb, labels = embed(train), torch.tensor([topics.index(r["topic"]) for r in train])
     centroids = torch.stack([emb[labels == k].mean(0) for k in range(len(topics))])  # (K, H)
@@ -90,7 +92,8 @@ def measure(
             1e3 * latency_side_by_side({name: model}, data.latency_inputs, repeats=repeats, warmup=1)[name]
         )
     if "teacher_agreement" in metrics:
-        row[quality_key(task)] = agreement(model, base, task, data.batches)
+        bar = tqdm(data.batches, desc=f"{name}: agreement with base", leave=False)
+        row[quality_key(task)] = agreement(model, base, task, bar)
     if "perplexity" in metrics:
         row["perplexity"] = perplexity(model, data.tokenizer, data.texts, max_length=data.max_length)
     if "topic_probe" in metrics:
