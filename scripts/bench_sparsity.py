@@ -24,7 +24,12 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hf_compress import get_asset, sparsify, sparsity_report  # noqa: E402
-from hf_compress.evaluation import latency_side_by_side, perplexity, tokenize_batches, wiki_texts  # noqa: E402
+from hf_compress.evaluation import (  # noqa: E402
+    latency_side_by_side,
+    perplexity,
+    tokenize_batches,
+    wiki_texts,
+)
 from hf_compress.surgery.sparsity import make_permanent  # noqa: E402
 
 logger = logging.getLogger("bench_sparsity")
@@ -36,22 +41,48 @@ SETTINGS = [  # (label, sparsity, pattern)
 ]
 
 
+def write_table(path: Path, cmd: str, header: str, rows: list, latency: dict, repeats: int,
+                window: int) -> str:
+    """The markdown table of ``rows`` (method, label, measured, perplexity, seconds), printed to ``path``."""
+    base = rows[0][3]
+    lines = [header, "", "| method | sparsity | measured zeros in pruned layers | held-out perplexity "
+             "| × dense | prune time |", "|---|---|---:|---:|---:|---:|"]
+    for method, label, measured, value, seconds in rows:
+        lines.append(f"| {method} | {label} | {measured:.1%} | {value:.2f} | {value / base:.2f}× "
+                     f"| {seconds:.1f} s |")
+    if latency:
+        lines += ["", f"CPU latency, batch 1 × {window} tokens, median of {repeats}, side by side: dense "
+                  f"{latency['dense'] * 1e3:.1f} ms, 50% sparse {latency['wanda 50%'] * 1e3:.1f} ms "
+                  f"(dense kernels: zeros are not skipped)."]
+    table = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# Sparsity: magnitude vs Wanda on SmolLM2-135M\n\n`{cmd}`\n\n{table}\n")
+    return table
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
     parser.add_argument("--output", default="benchmarks/sparsity.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    calib_texts, eval_tokens, repeats = (8, 2048, 3) if args.quick else (64, 16384, 5)
+    calib_texts, eval_tokens, repeats = (8, 2048, 3) if args.quick else (32, 8192, 5)
     window = 512
+    cmd = "HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_sparsity.py" + (" --quick" if args.quick else "")
 
     folder = get_asset("smollm2")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    calibration = tokenize_batches(tokenizer, wiki_texts("calibration", n=calib_texts), batch_size=8, max_length=256)
+    calibration = tokenize_batches(tokenizer, wiki_texts("calibration", n=calib_texts), batch_size=8,
+                                   max_length=256)
     calib_tokens = sum(int(b["attention_mask"].sum()) for b in calibration)
     heldout = wiki_texts("heldout")
+    header = (f"SmolLM2-135M-Instruct (bundled GGUF, fp32), held-out Wikipedia perplexity over "
+              f"{eval_tokens:,} tokens ({window}-token windows); Wanda calibration: {calib_texts} Wikipedia "
+              f"calibration summaries ({calib_tokens:,} tokens, up to 256 per text), block by block; "
+              f"per-output-row scope; every block projection pruned, embeddings / norms / tied head dense.")
 
     def ppl(model) -> float:
         return perplexity(model, tokenizer, heldout, max_length=window, batch_size=4, max_tokens=eval_tokens)
@@ -62,7 +93,7 @@ def main(argv=None) -> int:
     logger.info("dense perplexity %.2f", rows[0][3])
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     inputs = {"input_ids": torch.randint(100, 40000, (1, window), generator=torch.Generator().manual_seed(0))}
-    latency = {}
+    latency: dict = {}
     for method in ("magnitude", "wanda"):
         for label, sparsity, pattern in SETTINGS:
             make_permanent(model)  # drop the previous masks, then restore the dense weights
@@ -77,26 +108,8 @@ def main(argv=None) -> int:
                         rows[-1][3], seconds)
             if method == "wanda" and pattern == "unstructured" and sparsity == 0.5:
                 latency = latency_side_by_side({"dense": dense, "wanda 50%": model}, inputs, repeats=repeats)
-
-    base = rows[0][3]
-    lines = [
-        f"SmolLM2-135M-Instruct (bundled GGUF, fp32), held-out Wikipedia perplexity over {eval_tokens:,} tokens "
-        f"({window}-token windows); Wanda calibration: {calib_texts} Wikipedia calibration summaries "
-        f"({calib_tokens:,} tokens, up to 256 per text), sequential block-by-block; per-output-row scope.",
-        "",
-        "| method | sparsity | measured zeros in pruned layers | held-out perplexity | × dense | prune time |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for method, label, measured, value, seconds in rows:
-        lines.append(f"| {method} | {label} | {measured:.1%} | {value:.2f} | {value / base:.2f}× | {seconds:.1f} s |")
-    lines += ["", f"CPU latency, batch 1 × {window} tokens, median of {repeats}: dense {latency['dense'] * 1e3:.1f} ms, "
-              f"50% sparse {latency['wanda 50%'] * 1e3:.1f} ms (dense kernels: no speed-up from zeros)."]
-    table = "\n".join(lines)
+            table = write_table(Path(args.output), cmd, header, rows, latency, repeats, window)
     print(table)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_sparsity.py" + (" --quick" if args.quick else "")
-    out.write_text(f"# Sparsity: magnitude vs Wanda on SmolLM2-135M\n\n`{cmd}`\n\n{table}\n")
     return 0
 
 

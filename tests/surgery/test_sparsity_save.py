@@ -110,3 +110,13 @@ def test_int8_after_sparsify_keeps_zeros_exactly(mode, tmp_path):
         assert isinstance(reloaded[name], Int8Linear), name
         assert torch.equal(reloaded[name].weight, modules[name].weight), name
     assert reloaded[""].config.sparsity_config == model.config.sparsity_config
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: GPTQ's error feedback writes into pruned columns; "
+                   "quantize_int8(method='gptq') is not mask-aware yet (RTN and SmoothQuant are exact)")
+def test_gptq_after_sparsify_keeps_zeros():
+    model = sparsify(tiny_model("llama"), method="magnitude", pattern="2:4")
+    pruned = {n: m.sparsity_mask.logical_not() for n, m in masked_modules(model).items()}
+    quantize_int8(model, mode="w8a16", method="gptq", calibration=[tiny_batch(4, 12, seed=1)])
+    modules = dict(model.named_modules())
+    assert all((modules[n].weight[mask] == 0).all() for n, mask in pruned.items())
