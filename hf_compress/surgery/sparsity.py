@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("magnitude", "wanda")
 SCOPES = ("per_row", "per_layer", "global")
 _NM = re.compile(r"^(\d+):(\d+)$")
+_DEFAULTS = {"sparsity": None, "method": "magnitude", "pattern": "unstructured", "scope": "per_row",
+             "sequential": None}
 
 
 @dataclass
@@ -201,6 +203,10 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
 
     Returns the same model, whose ``config.sparsity_config`` records the pattern and measured sparsity.
     """
+    given = {k: v for k, v in dict(sparsity=sparsity, method=method, pattern=pattern, scope=scope,
+                                   sequential=sequential).items() if v != _DEFAULTS[k]}
+    if config is not None and given:
+        raise SurgeryError(f"pass either `config` or keyword settings, got both (keywords {sorted(given)})")
     if config is None:
         config = SparsityConfig(sparsity=sparsity, method=method, pattern=pattern, scope=scope,
                                 ignore=list(ignore or []), sequential=sequential)

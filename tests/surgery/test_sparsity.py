@@ -205,6 +205,8 @@ def test_config_rejects_bad_values(kwargs, needle):
 def test_bad_calls_leave_clear_errors(llama_lm):
     with pytest.raises(SurgeryError, match="calibration"):
         sparsify(llama_lm, method="wanda")
+    with pytest.raises(SurgeryError, match="either `config` or keyword"):
+        sparsify(llama_lm, config=SparsityConfig(), method="wanda")
     with pytest.raises(SurgeryError, match="leaves nothing to prune"):
         sparsify(llama_lm, ignore=["re:.*"])
     assert sparsity_report(llama_lm).zeros == 0  # nothing was changed by the failed calls
