@@ -55,9 +55,13 @@ def _torchao(config_name):
     def build(model):
         import torchao.quantization as tq
 
-        tq.quantize_(model, getattr(tq, config_name)(),
-                     filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and not fqn.endswith("lm_head"))
+        tq.quantize_(
+            model,
+            getattr(tq, config_name)(),
+            filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and not fqn.endswith("lm_head"),
+        )
         return model
+
     return build
 
 
@@ -81,7 +85,10 @@ def build_variants(base: nn.Module, calibration: list[dict], with_baselines: boo
     }
     for name, kwargs in recipes.items():
         start = time.perf_counter()
-        out[name] = (quantize_int8(copy.deepcopy(base), **kwargs), f"quantized in {time.perf_counter() - start:.0f} s")
+        out[name] = (
+            quantize_int8(copy.deepcopy(base), **kwargs),
+            f"quantized in {time.perf_counter() - start:.0f} s",
+        )
     if with_baselines:
         for name, build in {
             "torch.ao quantize_dynamic": _torch_ao_dynamic,
@@ -107,7 +114,9 @@ def saved_bytes(model: nn.Module) -> int | None:
 
 
 def _inputs(tokenizer, texts: list[str], batch: int, tokens: int) -> dict:
-    enc = tokenizer(texts[:batch], padding="max_length", truncation=True, max_length=tokens, return_tensors="pt")
+    enc = tokenizer(
+        texts[:batch], padding="max_length", truncation=True, max_length=tokens, return_tensors="pt"
+    )
     return {"input_ids": enc["input_ids"], "attention_mask": torch.ones_like(enc["input_ids"])}
 
 
@@ -115,7 +124,9 @@ def measure(models: dict, shapes: dict[str, dict], repeats: int) -> dict[str, di
     lat = {}
     for shape, inputs in shapes.items():
         logger.info("latency %s (%d repeats, %d models interleaved)", shape, repeats, len(models))
-        lat[shape] = latency_side_by_side({n: m for n, (m, _) in models.items()}, inputs, repeats=repeats, warmup=2)
+        lat[shape] = latency_side_by_side(
+            {n: m for n, (m, _) in models.items()}, inputs, repeats=repeats, warmup=2
+        )
     return lat
 
 
@@ -136,28 +147,50 @@ def run_model(kind: str, args) -> tuple[list[dict], list[str]]:
         lat = measure(models, shapes, args.repeats)
         rows = []
         eval_texts = wiki_texts("heldout", n=256)
-        eval_batches = tokenize_batches(tok, eval_texts[: 32 if args.quick else 256], batch_size=16, max_length=128)
+        eval_batches = tokenize_batches(
+            tok, eval_texts[: 32 if args.quick else 256], batch_size=16, max_length=128
+        )
         for name, (model, note) in models.items():
             logger.info("quality + size: %s", name)
             if kind == "minilm":
                 quality = embedding_cosine(base, model, eval_batches)
             else:
-                quality = perplexity(model, tok, eval_texts, max_length=512, batch_size=4,
-                                     max_tokens=2048 if args.quick else 8192, progress=False)
-            rows.append({"name": name, "bytes": saved_bytes(model), "quality": quality, "note": note,
-                         **{f"lat {s}": lat[s][name] for s in shapes}})
+                quality = perplexity(
+                    model,
+                    tok,
+                    eval_texts,
+                    max_length=512,
+                    batch_size=4,
+                    max_tokens=2048 if args.quick else 8192,
+                    progress=False,
+                )
+            rows.append(
+                {
+                    "name": name,
+                    "bytes": saved_bytes(model),
+                    "quality": quality,
+                    "note": note,
+                    **{f"lat {s}": lat[s][name] for s in shapes},
+                }
+            )
     return rows, list(shapes)
 
 
 def table(kind: str, rows: list[dict], shapes: list[str]) -> str:
     qname = "embedding cosine to fp32" if kind == "minilm" else "held-out perplexity"
     ref = {s: rows[0][f"lat {s}"] for s in shapes}
-    head = ["variant", "checkpoint MB"] + [f"{s} ms" for s in shapes] + ["8x128 speed-up vs fp32", qname, "note"]
+    head = (
+        ["variant", "checkpoint MB"] + [f"{s} ms" for s in shapes] + ["8x128 speed-up vs fp32", qname, "note"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref_q = rows[0]["quality"]
     for r in rows:
         size = f"{r['bytes'] / 1e6:.1f}" if r["bytes"] else "n/a (no save_pretrained)"
-        q = f"{r['quality']:.4f}" if kind == "minilm" else f"{r['quality']:.3f} ({100 * (r['quality'] / ref_q - 1):+.2f}%)"
+        q = (
+            f"{r['quality']:.4f}"
+            if kind == "minilm"
+            else f"{r['quality']:.3f} ({100 * (r['quality'] / ref_q - 1):+.2f}%)"
+        )
         cells = [r["name"], size] + [f"{1e3 * r[f'lat {s}']:.1f}" for s in shapes]
         cells += [f"{ref['8x128'] / r['lat 8x128']:.2f}x", q, r["note"]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -175,14 +208,20 @@ def main(argv=None) -> int:
     args.repeats = args.repeats or (3 if args.quick else 10)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     torch.manual_seed(0)
-    sections = [f"# int8 benchmark ({'quick' if args.quick else 'full'} run)\n",
-                f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.repeats} "
-                "interleaved runs on a shared CPU machine: compare ratios, not milliseconds.\n"]
+    sections = [
+        f"# int8 benchmark ({'quick' if args.quick else 'full'} run)\n",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.repeats} "
+        "interleaved runs on a shared CPU machine: compare ratios, not milliseconds.\n",
+    ]
     for kind in [k.strip() for k in args.models.split(",") if k.strip()]:
         if kind not in ("minilm", "smollm2"):
             parser.error(f"--models takes minilm and/or smollm2, got {kind!r}")
         rows, shapes = run_model(kind, args)
-        title = "MiniLM-L6 (all-MiniLM-L6-v2)" if kind == "minilm" else "SmolLM2-135M-Instruct (tied lm_head stays fp32)"
+        title = (
+            "MiniLM-L6 (all-MiniLM-L6-v2)"
+            if kind == "minilm"
+            else "SmolLM2-135M-Instruct (tied lm_head stays fp32)"
+        )
         sections += [f"## {title}\n", table(kind, rows, shapes) + "\n"]
         print("\n".join(sections[-2:]), flush=True)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

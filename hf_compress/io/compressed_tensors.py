@@ -38,10 +38,22 @@ MODES = ("w8a16", "w8a8")
 FORMATS = {"w8a16": "pack-quantized", "w8a8": "int-quantized"}
 MODE_OF_FORMAT = {fmt: mode for mode, fmt in FORMATS.items()}
 
-_WEIGHTS = {"dynamic": False, "group_size": None, "num_bits": 8, "strategy": "channel", "symmetric": True,
-            "type": "int"}
-_TOKEN_ACTS = {"dynamic": True, "group_size": None, "num_bits": 8, "strategy": "token", "symmetric": True,
-               "type": "int"}
+_WEIGHTS = {
+    "dynamic": False,
+    "group_size": None,
+    "num_bits": 8,
+    "strategy": "channel",
+    "symmetric": True,
+    "type": "int",
+}
+_TOKEN_ACTS = {
+    "dynamic": True,
+    "group_size": None,
+    "num_bits": 8,
+    "strategy": "token",
+    "symmetric": True,
+    "type": "int",
+}
 
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,13 +64,15 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     w = weight.detach()
     absmax = w.abs().amax(dim=1, keepdim=True)  # (out, 1)
     scale = absmax / torch.tensor(127.5, dtype=w.dtype, device=w.device)
-    scale = torch.where(scale == 0, torch.tensor(torch.finfo(w.dtype).eps, dtype=w.dtype, device=w.device), scale)
+    scale = torch.where(
+        scale == 0, torch.tensor(torch.finfo(w.dtype).eps, dtype=w.dtype, device=w.device), scale
+    )
     q = torch.round(w / scale).clamp_(-128, 127).to(torch.int8)
     return q, scale
 
 
 def pack_int8(q: torch.Tensor) -> torch.Tensor:
-    """int8 [out, in] -> int32 [out, ceil(in / 4)] holding the bytes ``q + 128`` (compressed-tensors' packing)."""
+    """int8 [out, in] -> int32 [out, ceil(in / 4)] holding the bytes ``q + 128`` (compressed-tensors')."""
     if q.dtype != torch.int8 or q.dim() != 2:
         raise QuantizationError(f"pack_int8 needs a 2-d int8 tensor, got {q.dtype} of shape {tuple(q.shape)}")
     rows, cols = q.shape
@@ -74,7 +88,7 @@ def pack_int8(q: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_int8(packed: torch.Tensor, shape) -> torch.Tensor:
-    """Inverse of :func:`pack_int8`: int32 [out, ceil(in / 4)] and the original ``shape`` -> int8 [out, in]."""
+    """Inverse of :func:`pack_int8`: int32 [out, ceil(in / 4)] and the original ``shape`` -> int8."""
     rows, cols = (int(s) for s in shape)
     if packed.dtype != torch.int32:
         raise QuantizationError(f"`weight_packed` must be int32, got {packed.dtype}; re-save the checkpoint")
@@ -147,8 +161,10 @@ def parse_quantization_config(qc) -> tuple[str, list[str], list[str]]:
             raise QuantizationError(f"`{key}` is not supported by hf_compress's int8 loader, got {qc[key]!r}")
     groups = qc.get("config_groups") or {}
     if len(groups) != 1:
-        raise QuantizationError(f"expected exactly one entry in `config_groups`, got {len(groups)}: {list(groups)}")
-    (name, group), = groups.items()
+        raise QuantizationError(
+            f"expected exactly one entry in `config_groups`, got {len(groups)}: {list(groups)}"
+        )
+    ((name, group),) = groups.items()
     fmt = group.get("format") or qc.get("format")
     if fmt not in MODE_OF_FORMAT:
         raise QuantizationError(

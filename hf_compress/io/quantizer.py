@@ -19,12 +19,13 @@ import sys
 
 from ..errors import QuantizationError
 
-
 __all__ = ["register", "is_registered", "compressed_tensors_installed"]
 
 logger = logging.getLogger(__name__)
 _AUTO = "transformers.quantizers.auto"
-QUANT_METHOD = "compressed-tensors"  # = compressed_tensors.QUANT_METHOD, kept here so registering imports no torch
+QUANT_METHOD = (
+    "compressed-tensors"  # = compressed_tensors.QUANT_METHOD, kept here so registering imports no torch
+)
 _CLASSES: dict = {}
 
 
@@ -34,13 +35,14 @@ def compressed_tensors_installed() -> bool:
 
 
 def _build_classes():
-    from ..surgery.int8 import Int8Linear, fuse_if_known, matches_ignore
-    from .compressed_tensors import parse_quantization_config
     from transformers.quantizers.base import HfQuantizer
     from transformers.utils.quantization_config import QuantizationConfigMixin, QuantizationMethod
 
+    from ..surgery.int8 import Int8Linear, fuse_if_known, matches_ignore
+    from .compressed_tensors import parse_quantization_config
+
     class Int8CompressedTensorsConfig(QuantizationConfigMixin):
-        """A compressed-tensors ``quantization_config`` of one of hf_compress's int8 schemes, kept verbatim."""
+        """A compressed-tensors ``quantization_config`` of one of hf_compress's int8 schemes, verbatim."""
 
         def __init__(self, **config):
             config.setdefault("quant_method", QUANT_METHOD)
@@ -82,20 +84,26 @@ def _build_classes():
                 cls_name = type(module).__name__
                 if cls_name not in ("Linear", "Conv1D") or matches_ignore(name, qc.ignore, module):
                     continue
-                if not (cls_name in qc.targets or matches_ignore(name, [t for t in qc.targets if t.startswith("re:")])):
+                if not (
+                    cls_name in qc.targets
+                    or matches_ignore(name, [t for t in qc.targets if t.startswith("re:")])
+                ):
                     continue
                 w = module.weight
                 out_f, in_f = (w.shape[1], w.shape[0]) if cls_name == "Conv1D" else tuple(w.shape)
-                layer = Int8Linear(in_f, out_f, bias=module.bias is not None, mode=qc.mode, dtype=w.dtype,
-                                   device=w.device)
+                layer = Int8Linear(
+                    in_f, out_f, bias=module.bias is not None, mode=qc.mode, dtype=w.dtype, device=w.device
+                )
                 if qc.mode == "w8a16":
                     layer.expect_packed()
                 parent, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent) if parent else model, child, layer)
                 replaced += 1
             if replaced == 0:
-                raise QuantizationError(f"no layer of this model matches the checkpoint's targets {qc.targets} "
-                                        f"(ignore={qc.ignore}); the quantization_config does not fit the model")
+                raise QuantizationError(
+                    f"no layer of this model matches the checkpoint's targets {qc.targets} "
+                    f"(ignore={qc.ignore}); the quantization_config does not fit the model"
+                )
             logger.info("prepared %d Int8Linear layers (%s) for loading", replaced, qc.mode)
 
         def _process_model_after_weight_loading(self, model, **kwargs):
@@ -143,7 +151,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
 
 def is_registered() -> bool:
-    """True when transformers' ``"compressed-tensors"`` entry is hf_compress's int8 loader (imports transformers)."""
+    """True when transformers' ``"compressed-tensors"`` entry is hf_compress's loader (imports it)."""
     auto = importlib.import_module(_AUTO)
     quantizer = auto.AUTO_QUANTIZER_MAPPING.get(QUANT_METHOD)
     return quantizer is not None and quantizer is _CLASSES.get("quantizer")

@@ -38,13 +38,16 @@ def run_with_input_hooks(model: nn.Module, modules: dict[str, nn.Module], batche
             if mask is not None and mask.shape == x.shape[:-1]:
                 x = x[mask.bool()]  # (tokens, in)
             on_input(name, x.reshape(-1, x.shape[-1]).float())
+
         return hook
 
     handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in modules.items()]
     try:
         for batch in tqdm(list(batches), desc="calibration", leave=False):
             if not isinstance(batch, dict):
-                raise QuantizationError(f"calibration batches must be dicts of model inputs, got {type(batch)}")
+                raise QuantizationError(
+                    f"calibration batches must be dicts of model inputs, got {type(batch)}"
+                )
             mask_holder["mask"] = batch.get("attention_mask")
             model(**batch)
     finally:
@@ -64,13 +67,16 @@ def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches) -
     run_with_input_hooks(model, modules, batches, on_input)
     missing = [n for n in modules if n not in sums]
     if missing:
-        raise QuantizationError(f"calibration never reached layers {missing[:5]}; pass batches the model uses")
+        raise QuantizationError(
+            f"calibration never reached layers {missing[:5]}; pass batches the model uses"
+        )
     return {n: 2.0 * sums[n] / max(counts[n], 1) for n in sums}
 
 
 @torch.no_grad()
-def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01,
-                         block_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+def gptq_quantize_weight(
+    weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01, block_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
     """weight (out, in) float, hessian (in, in) -> (q int8 (out, in), scale (out, 1) in weight's dtype)."""
     _, scale = quantize_per_channel(weight)  # (out, 1), the RTN scale
     W = weight.detach().float().clone()  # (out, in)
@@ -90,24 +96,25 @@ def gptq_quantize_weight(weight: torch.Tensor, hessian: torch.Tensor, damp: floa
         Err = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            w = W1[:, i:i + 1]  # (out, 1)
+            w = W1[:, i : i + 1]  # (out, 1)
             q = torch.round(w / s).clamp_(-128, 127)
-            Q[:, i1 + i:i1 + i + 1] = q
+            Q[:, i1 + i : i1 + i + 1] = q
             err = (w - q * s) / Hinv1[i, i]
-            W1[:, i:] -= err @ Hinv1[i:i + 1, i:]
-            Err[:, i:i + 1] = err
+            W1[:, i:] -= err @ Hinv1[i : i + 1, i:]
+            Err[:, i : i + 1] = err
         W[:, i2:] -= Err @ Hinv[i1:i2, i2:]
     return Q.to(torch.int8), scale
 
 
-def gptq_quantize_model(model: nn.Module, targets: dict[str, nn.Module], batches, damp: float = 0.01,
-                        block_size: int = 128) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def gptq_quantize_model(
+    model: nn.Module, targets: dict[str, nn.Module], batches, damp: float = 0.01, block_size: int = 128
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """name -> (int8 weight (out, in), scale (out, 1)) for every target nn.Linear / Conv1D."""
-    from .int8 import _float_weight
+    from .int8_layer import float_weight
 
     hessians = collect_hessians(model, targets, batches)
     result = {}
     for name, module in tqdm(targets.items(), desc="gptq", leave=False):
-        result[name] = gptq_quantize_weight(_float_weight(module), hessians.pop(name), damp, block_size)
+        result[name] = gptq_quantize_weight(float_weight(module), hessians.pop(name), damp, block_size)
     logger.info("GPTQ rounded %d layers", len(result))
     return result

@@ -43,19 +43,27 @@ class SharedInputGroup:
         ms = self.members
         self.weight = torch.cat([m.weight for m in ms])  # (sum out, in) contiguous
         self.scale = torch.cat([m.weight_scale for m in ms])  # (sum out, 1)
-        biases = [m.bias if m.bias is not None else torch.zeros(m.out_features, dtype=self.scale.dtype,
-                                                                  device=self.scale.device) for m in ms]
+        biases = [
+            m.bias
+            if m.bias is not None
+            else torch.zeros(m.out_features, dtype=self.scale.dtype, device=self.scale.device)
+            for m in ms
+        ]
         self.bias = None if all(m.bias is None for m in ms) else torch.cat([b.detach() for b in biases])
         start = 0
         for m, n in zip(ms, self.splits):  # members now view the group's storage
-            m._buffers["weight"] = self.weight[start:start + n]
-            m._buffers["weight_scale"] = self.scale[start:start + n]
+            m._buffers["weight"] = self.weight[start : start + n]
+            m._buffers["weight_scale"] = self.scale[start : start + n]
             start += n
 
     def _stale(self) -> bool:
         w_ptr, s_ptr = self.weight.untyped_storage().data_ptr(), self.scale.untyped_storage().data_ptr()
-        return any(m.weight.untyped_storage().data_ptr() != w_ptr or m.weight_scale.untyped_storage().data_ptr()
-                   != s_ptr or m.weight.device != self.weight.device for m in self.members)
+        return any(
+            m.weight.untyped_storage().data_ptr() != w_ptr
+            or m.weight_scale.untyped_storage().data_ptr() != s_ptr
+            or m.weight.device != self.weight.device
+            for m in self.members
+        )
 
     def __call__(self, member: nn.Module, x: torch.Tensor) -> torch.Tensor:
         version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
@@ -65,8 +73,9 @@ class SharedInputGroup:
             self._rebuild()
         lead = x.shape[:-1]
         head = self.members[0]
-        y = int8_linear(x.reshape(-1, head.in_features), self.weight, self.scale, self.bias, head.mode,
-                        head.use_compile)  # (M, sum out)
+        y = int8_linear(
+            x.reshape(-1, head.in_features), self.weight, self.scale, self.bias, head.mode, head.use_compile
+        )  # (M, sum out)
         outs = [o.reshape(*lead, o.shape[-1]) for o in y.split(self.splits, dim=-1)]
         self._pending = {m: o for m, o in zip(self.members, outs) if m is not member}
         self._x, self._version = x, version
@@ -91,7 +100,10 @@ def _fuse_act(layer: nn.Module, path: str) -> bool:
         act = getattr(parent, attr, None)
         if type(act) in _ACTS and lin.post_act is None:
             x = torch.randn(2, 3, lin.in_features, dtype=lin.weight_scale.dtype, device=lin.weight.device)
-            use_compile, lin.use_compile = lin.use_compile, False  # check with the eager kernel: no compile here
+            use_compile, lin.use_compile = (
+                lin.use_compile,
+                False,
+            )  # check with the eager kernel: no compile here
             try:
                 ref = parent(x)
                 lin.post_act = _ACTS[type(act)]
@@ -116,8 +128,10 @@ def fuse_int8(model: nn.Module) -> dict[str, int]:
     for layer in get_layers(model):
         for paths in _siblings(layer, spec):
             mods = [get_submodule(layer, p) for p in paths]
-            if (all(isinstance(m, Int8Linear) and m._group is None for m in mods)
-                    and len({(m.mode, m.in_features, m.use_compile) for m in mods}) == 1):
+            if (
+                all(isinstance(m, Int8Linear) and m._group is None for m in mods)
+                and len({(m.mode, m.in_features, m.use_compile) for m in mods}) == 1
+            ):
                 group = SharedInputGroup(mods)
                 for m in mods:
                     m._group = group

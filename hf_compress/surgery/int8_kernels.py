@@ -2,10 +2,11 @@
 
 ``w8a8``: per-token symmetric int8 activations (absmax / 127), ``torch._int_mm`` with the int8 weight kept
 ``[out, in]`` contiguous and passed as ``w.t()`` (the fast CPU layout), then one rescale by
-``x_scale * w_scale``. ``w8a16``: 16-bit activations times the int8 weight; on CPU ``aten._weight_int8pack_mm``
-for a few rows (fast there), else a bf16/fp16 product with the weight converted for that call (O(out·in)
-next to the O(rows·out·in) product). Optionally everything runs through ``torch.compile`` so the quantize
-and rescale passes fuse around the matmul; a compile failure falls back to eager once, with a warning.
+``x_scale * w_scale``. ``w8a16``: 16-bit activations times the int8 weight; on CPU
+``aten._weight_int8pack_mm`` for a few rows (fast there), else a bf16/fp16 product with the weight
+converted for that call (O(out·in) next to the O(rows·out·in) product). Optionally everything runs through
+``torch.compile`` so the quantize and rescale passes fuse around the matmul; a compile failure falls back
+to eager once, with a warning.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def _activate(y: torch.Tensor, act: str | None) -> torch.Tensor:
     return F.gelu(y, approximate="tanh" if act == "gelu_tanh" else "none")
 
 
-def w8a8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
-                act: str | None = None):
+def w8a8_linear(
+    x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, act: str | None = None
+):
     """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype."""
     xq, x_scale = quantize_tokens(x)
     acc = _int_mm(xq, w)  # (M, N) int32
@@ -56,9 +58,10 @@ def w8a8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: t
     return _activate(y.to(x.dtype), act)
 
 
-def w8a16_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
-                 act: str | None = None):
-    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype; 16-bit activations."""
+def w8a16_linear(
+    x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, act: str | None = None
+):
+    """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype, 16-bit math."""
     cdtype = x.dtype if x.dtype in _HALF else (torch.bfloat16 if x.device.type == "cpu" else torch.float16)
     xc = x.to(cdtype)
     if x.device.type == "cpu" and x.shape[0] <= SMALL_M:
@@ -100,6 +103,9 @@ def int8_linear(x, w, w_scale, bias, mode: str, use_compile: bool = False, act: 
         return compiled(x, w, w_scale, bias, act)
     except Exception as exc:  # a missing compiler or an inductor bug must not break inference
         _COMPILE_BROKEN = True
-        logger.warning("torch.compile of the int8 kernel failed (%s: %s); using eager kernels",
-                       type(exc).__name__, str(exc)[:200])
+        logger.warning(
+            "torch.compile of the int8 kernel failed (%s: %s); using eager kernels",
+            type(exc).__name__,
+            str(exc)[:200],
+        )
         return fn(x, w, w_scale, bias, act)

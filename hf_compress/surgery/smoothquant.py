@@ -23,7 +23,7 @@ from .gptq import run_with_input_hooks
 
 __all__ = ["smoothing_factors", "smooth_model", "SMOOTHABLE"]
 
-# family -> (attention-input norm, MLP-input norm) inside one layer. Gemma stores its norm as (1 + w): left out.
+# family -> (attention-input norm, MLP-input norm) in one layer. Gemma's norm scales by (1 + w): left out.
 SMOOTHABLE = {
     "llama": ("input_layernorm", "post_attention_layernorm"),
     "phi3": ("input_layernorm", "post_attention_layernorm"),
@@ -56,7 +56,9 @@ def _groups(model: nn.Module, targets: dict[str, nn.Module]) -> list[tuple[nn.Mo
         for norm_path, paths in ((attn_norm, qkv), (mlp_norm, list(spec.mlp_in))):
             norm = get_submodule(layer, norm_path)
             linears = [get_submodule(layer, p) for p in paths]
-            if all(id(m) in names for m in linears):  # an ignored reader would see unscaled inputs: skip group
+            if all(
+                id(m) in names for m in linears
+            ):  # an ignored reader would see unscaled inputs: skip group
                 groups.append((norm, [names[id(m)] for m in linears]))
     return groups
 
@@ -64,7 +66,7 @@ def _groups(model: nn.Module, targets: dict[str, nn.Module]) -> list[tuple[nn.Mo
 @torch.no_grad()
 def smooth_model(model: nn.Module, targets: dict[str, nn.Module], batches, alpha: float = 0.5) -> int:
     """Fold SmoothQuant factors into the norms and the reading linears in place; returns groups smoothed."""
-    from .int8 import _float_weight
+    from .int8_layer import float_weight
 
     groups = _groups(model, targets)
     readers = {n: targets[n] for _, names in groups for n in names}
@@ -76,7 +78,7 @@ def smooth_model(model: nn.Module, targets: dict[str, nn.Module], batches, alpha
 
     run_with_input_hooks(model, readers, batches, on_input)
     for norm, names in groups:
-        s = smoothing_factors(absmax[names[0]], [_float_weight(targets[n]) for n in names], alpha)  # (in,)
+        s = smoothing_factors(absmax[names[0]], [float_weight(targets[n]) for n in names], alpha)  # (in,)
         norm.weight.div_(s.to(norm.weight.dtype))
         if getattr(norm, "bias", None) is not None:
             norm.bias.div_(s.to(norm.bias.dtype))

@@ -50,8 +50,14 @@ def _run_child(code: str, *args: str, env_extra: dict | None = None) -> str:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     env.update(env_extra or {})
     for attempt in range(2):  # one retry for a start-up crash, never for a wrong result
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
-                              timeout=300, cwd=str(ROOT))
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            cwd=str(ROOT),
+        )
         if proc.returncode >= 0:
             break
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -68,8 +74,10 @@ def test_fresh_process_without_compressed_tensors_loads_identical_models(tmp_pat
             path = tmp_path / f"{model_type}-{mode}"
             model.save_pretrained(path)
             with torch.no_grad():
-                expected[str(path)] = (model(**batch).logits, sum(m.__class__.__name__ == "Int8Linear"
-                                                                  for m in model.modules()))
+                expected[str(path)] = (
+                    model(**batch).logits,
+                    sum(m.__class__.__name__ == "Int8Linear" for m in model.modules()),
+                )
             jobs.append({"path": str(path), "task": task})
     out = _run_child(_CHILD, json.dumps({"batch": str(tmp_path / "batch.pt"), "models": jobs}))
     report = json.loads(out.split("REPORT", 1)[1])
@@ -81,7 +89,10 @@ def test_fresh_process_without_compressed_tensors_loads_identical_models(tmp_pat
         first, second = load_file(f"{path}/model.safetensors"), load_file(f"{path}/resaved/model.safetensors")
         assert first.keys() == second.keys()
         assert all(first[k].dtype == second[k].dtype and torch.equal(first[k], second[k]) for k in first)
-        qc = [json.loads(Path(p, "config.json").read_text())["quantization_config"] for p in (path, f"{path}/resaved")]
+        qc = [
+            json.loads(Path(p, "config.json").read_text())["quantization_config"]
+            for p in (path, f"{path}/resaved")
+        ]
         assert qc[0] == qc[1]
 
 
@@ -89,8 +100,10 @@ def test_installed_compressed_tensors_keeps_transformers_loader(tmp_path):
     fake = tmp_path / "site" / "compressed_tensors"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("__version__ = '0.20.1'\n")
-    code = ("import hf_compress\nfrom transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING as M\n"
-            "print('QUANTIZER', M['compressed-tensors'].__name__)")
+    code = (
+        "import hf_compress\nfrom transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING as M\n"
+        "print('QUANTIZER', M['compressed-tensors'].__name__)"
+    )
     out = _run_child(code, env_extra={"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path / 'site'}"})
     assert "QUANTIZER CompressedTensorsHfQuantizer" in out
 
@@ -129,22 +142,57 @@ def _edit_config(path, fn):
 
 Q = "model.layers.0.self_attn.q_proj."
 BAD = {
-    "float weight": ("w8a8", lambda p: _edit_tensors(p, lambda t: t.__setitem__(Q + "weight", t[Q + "weight"].float())),
-                     "must be int8"),
+    "float weight": (
+        "w8a8",
+        lambda p: _edit_tensors(p, lambda t: t.__setitem__(Q + "weight", t[Q + "weight"].float())),
+        "must be int8",
+    ),
     "missing scale": ("w8a8", lambda p: _edit_tensors(p, lambda t: t.pop(Q + "weight_scale")), "missing"),
-    "missing packed scale": ("w8a16", lambda p: _edit_tensors(p, lambda t: t.pop(Q + "weight_scale")), "missing"),
-    "int64 packed": ("w8a16", lambda p: _edit_tensors(
-        p, lambda t: t.__setitem__(Q + "weight_packed", t[Q + "weight_packed"].long())), "int32"),
-    "wrong shape record": ("w8a16", lambda p: _edit_tensors(
-        p, lambda t: t.__setitem__(Q + "weight_shape", torch.tensor([32, 31]))), "weight_shape"),
-    "4-bit scheme": ("w8a16", lambda p: _edit_config(
-        p, lambda q: q["config_groups"]["group_0"]["weights"].__setitem__("num_bits", 4)), "num_bits"),
-    "group scheme": ("w8a8", lambda p: _edit_config(
-        p, lambda q: q["config_groups"]["group_0"]["weights"].__setitem__("strategy", "group")), "strategy"),
-    "fp8 format": ("w8a8", lambda p: _edit_config(
-        p, lambda q: q["config_groups"]["group_0"].__setitem__("format", "float-quantized")), "format"),
-    "static activations": ("w8a8", lambda p: _edit_config(
-        p, lambda q: q["config_groups"]["group_0"]["input_activations"].__setitem__("dynamic", False)), "dynamic"),
+    "missing packed scale": (
+        "w8a16",
+        lambda p: _edit_tensors(p, lambda t: t.pop(Q + "weight_scale")),
+        "missing",
+    ),
+    "int64 packed": (
+        "w8a16",
+        lambda p: _edit_tensors(
+            p, lambda t: t.__setitem__(Q + "weight_packed", t[Q + "weight_packed"].long())
+        ),
+        "int32",
+    ),
+    "wrong shape record": (
+        "w8a16",
+        lambda p: _edit_tensors(p, lambda t: t.__setitem__(Q + "weight_shape", torch.tensor([32, 31]))),
+        "weight_shape",
+    ),
+    "4-bit scheme": (
+        "w8a16",
+        lambda p: _edit_config(
+            p, lambda q: q["config_groups"]["group_0"]["weights"].__setitem__("num_bits", 4)
+        ),
+        "num_bits",
+    ),
+    "group scheme": (
+        "w8a8",
+        lambda p: _edit_config(
+            p, lambda q: q["config_groups"]["group_0"]["weights"].__setitem__("strategy", "group")
+        ),
+        "strategy",
+    ),
+    "fp8 format": (
+        "w8a8",
+        lambda p: _edit_config(
+            p, lambda q: q["config_groups"]["group_0"].__setitem__("format", "float-quantized")
+        ),
+        "format",
+    ),
+    "static activations": (
+        "w8a8",
+        lambda p: _edit_config(
+            p, lambda q: q["config_groups"]["group_0"]["input_activations"].__setitem__("dynamic", False)
+        ),
+        "dynamic",
+    ),
 }
 
 
@@ -164,13 +212,23 @@ def test_format_matches_compressed_tensors_library_when_available():
     the interpreter named by HF_COMPRESS_CT_PYTHON (a separate environment keeps this one package-free)."""
     try:
         import compressed_tensors  # noqa: F401
+
         pytest.skip("compressed-tensors is importable here: test_quantizer_ct.py runs in this session")
     except ImportError:
         pass
     python = os.environ.get("HF_COMPRESS_CT_PYTHON")
     if not python:
-        pytest.skip("compressed-tensors not installed; set HF_COMPRESS_CT_PYTHON to an interpreter that has it")
-    proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/io/test_quantizer_ct.py"],
-                          capture_output=True, text=True, cwd=str(ROOT), timeout=600,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0 and " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-3000:]
+        pytest.skip(
+            "compressed-tensors not installed; set HF_COMPRESS_CT_PYTHON to an interpreter that has it"
+        )
+    proc = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/io/test_quantizer_ct.py"],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        timeout=600,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT)),
+    )
+    assert proc.returncode == 0 and " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[
+        -3000:
+    ]

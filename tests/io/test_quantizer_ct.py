@@ -1,4 +1,4 @@
-"""Our files equal what the compressed-tensors library writes, and stock transformers + that library loads them.
+"""Our files equal what the compressed-tensors library writes; stock transformers + that library loads them.
 
 Skipped unless ``compressed_tensors`` is importable. This environment keeps the package out (its presence
 switches ``from_pretrained`` to transformers' own loader); ``test_quantizer.py`` runs this file in the
@@ -34,15 +34,20 @@ def _ct_checkpoint(model, mode, ignore, path):
     if mode == "w8a8":
         scheme = preset_name_to_scheme("W8A8", ["Linear"])
     else:  # W8A16 with per-channel scales (the preset is grouped)
-        scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
-            num_bits=8, type="int", strategy="channel", symmetric=True, dynamic=False))
+        scheme = QuantizationScheme(
+            targets=["Linear"],
+            weights=QuantizationArgs(
+                num_bits=8, type="int", strategy="channel", symmetric=True, dynamic=False
+            ),
+        )
     apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=ignore))
     with torch.no_grad():
         for module in model.modules():
             if hasattr(module, "weight_scale"):
                 w = module.weight
-                scale, _ = calculate_qparams(w.amin(1, keepdim=True), w.amax(1, keepdim=True),
-                                             module.quantization_scheme.weights)
+                scale, _ = calculate_qparams(
+                    w.amin(1, keepdim=True), w.amax(1, keepdim=True), module.quantization_scheme.weights
+                )
                 module.weight_scale.copy_(scale)
     compressor = ModelCompressor.from_pretrained_model(model)
     compressor.compress_model(model)
@@ -63,7 +68,10 @@ def test_same_tensors_and_config_as_compressed_tensors(tmp_path, model_type, tas
     for key in a:
         assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
         assert torch.equal(a[key], b[key]), key
-    qa, qb = (json.loads((tmp_path / d / "config.json").read_text())["quantization_config"] for d in ("ours", "theirs"))
+    qa, qb = (
+        json.loads((tmp_path / d / "config.json").read_text())["quantization_config"]
+        for d in ("ours", "theirs")
+    )
     qa.pop("version"), qb.pop("version")
     assert qa == qb
 

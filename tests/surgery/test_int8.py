@@ -103,8 +103,11 @@ def test_unpack_rejects_wrong_dtype_and_shape():
 def test_state_dict_layout_and_plain_load_state_dict(mode):
     layer = Int8Linear.from_float(_linear(), mode)
     sd = layer.state_dict()
-    expected = {"weight", "weight_scale", "bias"} if mode == "w8a8" else {
-        "weight_packed", "weight_shape", "weight_scale", "bias"}
+    expected = (
+        {"weight", "weight_scale", "bias"}
+        if mode == "w8a8"
+        else {"weight_packed", "weight_shape", "weight_scale", "bias"}
+    )
     assert set(sd) == expected
     fresh = Int8Linear(48, 24, mode=mode)
     fresh.load_state_dict(sd)
@@ -150,14 +153,17 @@ def test_ignore_names_regex_and_class():
     assert isinstance(model.model.layers[0].mlp.up_proj, Int8Linear)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(mode="w4a16"), "mode"),
-    (dict(method="awq"), "method"),
-    (dict(method="gptq"), "calibration"),
-    (dict(mode="w8a16", smoothquant=0.5, calibration=[{}]), "smoothquant"),
-    (dict(smoothquant=1.5, calibration=[{}]), "alpha"),
-    (dict(ignore="lm_head"), "ignore"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mode="w4a16"), "mode"),
+        (dict(method="awq"), "method"),
+        (dict(method="gptq"), "calibration"),
+        (dict(mode="w8a16", smoothquant=0.5, calibration=[{}]), "smoothquant"),
+        (dict(smoothquant=1.5, calibration=[{}]), "alpha"),
+        (dict(ignore="lm_head"), "ignore"),
+    ],
+)
 def test_config_validation(kwargs, match):
     with pytest.raises(QuantizationError, match=match):
         Int8Config(**kwargs)

@@ -17,8 +17,10 @@ from hf_compress.surgery.smoothquant import smooth_model, smoothing_factors
 def _correlated_inputs(n=512, k=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     mix = torch.randn(k, k, generator=g) / k**0.5
-    return (torch.randn(n, 8, generator=g) @ torch.randn(8, k, generator=g)
-            + 0.1 * torch.randn(n, k, generator=g) @ mix)  # (n, k): low-rank inputs, like real activations
+    return (
+        torch.randn(n, 8, generator=g) @ torch.randn(8, k, generator=g)
+        + 0.1 * torch.randn(n, k, generator=g) @ mix
+    )  # (n, k): low-rank inputs, like real activations
 
 
 def test_gptq_lowers_output_error_vs_round_to_nearest():

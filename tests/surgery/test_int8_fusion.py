@@ -36,6 +36,7 @@ def test_members_view_the_group_weight_and_regroup_after_reassignment():
     torch.testing.assert_close(attn.q_proj(x), _ungrouped(attn.q_proj)(x))  # regroups: q, k, v recomputed
     torch.testing.assert_close(attn.k_proj(x), _ungrouped(attn.k_proj)(x))
 
+
 def test_in_place_change_of_the_input_is_not_served_from_cache():
     model = quantize_int8(tiny_model("llama"), mode="w8a8")
     attn = model.model.layers[0].self_attn
