@@ -90,9 +90,9 @@ def main(argv=None) -> int:
     )
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=targs, train_dataset=train,
                                   processing_class=tokenizer)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
-    train_s = time.perf_counter() - start
+    train_s, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     trainer.save_model(save_dir)
     after = {**hidden_losses(student.eval(), teacher, eval_batches, pairs),
              "embedding_cosine": embedding_cosine(teacher, student, eval_batches)}
@@ -108,7 +108,8 @@ def main(argv=None) -> int:
         f"({param_count(student) / 1e6:.1f}M params, 3 layers from teacher layers {KEEP}). {steps} steps x "
         f"batch {args.batch_size} x <= {args.max_length} tokens of Wikipedia calibration summaries, "
         f"loss `{args.hidden_loss}` on pairs {pairs}, lr {args.lr}; {len(heldout)} held-out summaries; "
-        f"training took {train_s:.0f} s on this machine{' (--quick)' if args.quick else ''}.",
+        f"training took {train_s:.0f} s wall, {train_cpu:.0f} s CPU, {torch.get_num_threads()} thread(s)"
+        f"{' (--quick)' if args.quick else ''}.",
         "",
         "| metric | before distillation | after distillation |",
         "|---|---|---|",
