@@ -72,7 +72,7 @@ def smooth_model(model: nn.Module, targets: dict[str, nn.Module], batches, alpha
     readers = {n: targets[n] for _, names in groups for n in names}
     absmax: dict[str, torch.Tensor] = {}
 
-    def on_input(name, x):  # x (n, in)
+    def on_input(name, x, _source):  # x (n, in)
         cur = x.abs().amax(dim=0)
         absmax[name] = torch.maximum(absmax[name], cur) if name in absmax else cur
 
