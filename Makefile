@@ -29,6 +29,18 @@ bench-snli: $(STAMP)
 bench-int8: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_int8.py
 
+# compressed-tensors lives in a side environment (installed next to our loader it would take over
+# from_pretrained); this checks our int8 checkpoints tensor by tensor against what that library writes.
+CT_VENV ?= /tmp/hf_compress_ctvenv
+.PHONY: test-ct
+test-ct: $(STAMP)
+	test -x $(CT_VENV)/bin/python || $(PYTHON) -m venv $(CT_VENV)
+	$(PY) -c "import site; print(site.getsitepackages()[0])" \
+		> "$$($(CT_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hf_compress_main.pth"
+	$(CT_VENV)/bin/python -m pip install -q --no-deps compressed-tensors==0.20.1 loguru==0.7.3
+	HF_HUB_OFFLINE=1 HF_COMPRESS_CT_PYTHON=$(CT_VENV)/bin/python $(PY) -m pytest -q \
+		tests/io/test_quantizer.py -k compressed_tensors_library
+
 bench-layers: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_layers.py
 
