@@ -103,13 +103,16 @@ def main(argv=None) -> int:
         ("mean-pooled embedding cosine to the teacher (held-out)", before["embedding_cosine"],
          after["embedding_cosine"]),
     ]
-    lines = [
+    summary = (
         f"Teacher all-MiniLM-L6-v2 ({param_count(teacher) / 1e6:.1f}M params, 6 layers) -> student "
         f"({param_count(student) / 1e6:.1f}M params, 3 layers from teacher layers {KEEP}). {steps} steps x "
         f"batch {args.batch_size} x <= {args.max_length} tokens of Wikipedia calibration summaries, "
         f"loss `{args.hidden_loss}` on pairs {pairs}, lr {args.lr}; {len(heldout)} held-out summaries; "
         f"training took {train_s:.0f} s wall, {train_cpu:.0f} s CPU, {torch.get_num_threads()} thread(s)"
-        f"{' (--quick)' if args.quick else ''}.",
+        f"{' (--quick)' if args.quick else ''}."
+    )
+    lines = [
+        summary,
         "",
         "| metric | before distillation | after distillation |",
         "|---|---|---|",

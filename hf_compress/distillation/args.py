@@ -9,7 +9,7 @@ from transformers import TrainingArguments
 from ..errors import HfCompressError
 from .layer_map import parse_layer_map
 
-__all__ = ["DistillationArguments", "LOGIT_LOSSES", "HIDDEN_LOSSES"]
+__all__ = ["HIDDEN_LOSSES", "LOGIT_LOSSES", "DistillationArguments"]
 
 LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "mse")
 HIDDEN_LOSSES = ("mse", "cosine", "mse+cosine")
@@ -47,8 +47,8 @@ class DistillationArguments(TrainingArguments):
     )
     save_projections: bool = field(
         default=False,
-        metadata={"help": f"save_model() also writes the hidden-state projections beside the model "
-                          f"(checkpoint-* folders always carry them, for resuming)."},
+        metadata={"help": "save_model() also writes the hidden-state projections beside the model "
+                          "(checkpoint-* folders always carry them, for resuming)."},
     )
 
     def __post_init__(self):

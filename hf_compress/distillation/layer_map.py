@@ -15,12 +15,12 @@ import os
 import tempfile
 
 import torch
-import torch.nn as nn
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..errors import CheckpointError, HfCompressError
 
-__all__ = ["PROJECTIONS_FILE", "parse_layer_map", "resolve_layer_pairs", "hidden_width", "HiddenProjections"]
+__all__ = ["PROJECTIONS_FILE", "HiddenProjections", "hidden_width", "parse_layer_map", "resolve_layer_pairs"]
 
 #: file written beside a checkpoint when projections are saved
 PROJECTIONS_FILE = "distillation_projections.safetensors"

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 __all__ = [
     "LOG_PROB_FLOOR",
     "forward_kl",
-    "reverse_kl",
     "generalized_jsd",
-    "logit_mse",
-    "hidden_mse",
     "hidden_cosine",
+    "hidden_mse",
+    "logit_mse",
+    "reverse_kl",
     "token_cross_entropy",
 ]
 

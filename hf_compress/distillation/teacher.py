@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn as nn
 import transformers
+from torch import nn
 from transformers.models.auto import modeling_auto
 
 from ..errors import HfCompressError
 
-__all__ = ["TASKS", "model_task", "load_teacher", "check_compatible", "prepare_teacher"]
+__all__ = ["TASKS", "check_compatible", "load_teacher", "model_task", "prepare_teacher"]
 
 #: task -> (Auto class name, class-name mapping of transformers)
 TASKS = {
