@@ -62,7 +62,11 @@ class _ZeroProjectionGrads(TrainerCallback):
 
 
 class DistillationTrainer(Trainer):
-    """Distil ``teacher_model`` into ``model`` (see the module docstring for the exact loss)."""
+    """Distil ``teacher_model`` into ``model`` (see the module docstring for the exact loss).
+
+    The teacher object is changed in place (frozen, eval mode, moved to the student's device and dtype), as the
+    Trainer does with the student; pass a copy to keep the original as it was.
+    """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
 

@@ -154,6 +154,28 @@ def test_evaluate_matches_independent_computation(tmp_path, kind):
     assert metrics["eval_loss"] == pytest.approx(kd / n + 0.3 * s_out.loss.item(), rel=1e-5)
 
 
+def test_hidden_term_matches_masked_formula_and_bf16_teacher_follows_student(tmp_path):
+    teacher, student = make_models("llama")
+    ds = make_dataset("llama")
+    args = make_args(tmp_path, per_device_eval_batch_size=3, alpha_logits=0.0, alpha_task=0.0,
+                     hidden_loss="cosine", include_embeddings=True)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, eval_dataset=ds)
+    assert trainer.layer_pairs == [(0, 0), (1, 2), (2, 4)]
+    metrics = trainer.evaluate()
+    batch = full_batch(ds)
+    attn = batch["attention_mask"].bool()
+    with torch.no_grad():
+        hs = student.eval()(**batch, output_hidden_states=True).hidden_states
+        ht = teacher(**batch, output_hidden_states=True).hidden_states
+        per_pair = [(1 - F.cosine_similarity(trainer.projections(hs[s], (s, t))[attn], ht[t][attn], dim=-1)).mean()
+                    for s, t in trainer.layer_pairs]
+    assert metrics["eval_loss_hidden"] == pytest.approx(torch.stack(per_pair).mean().item(), rel=1e-5)
+    bf16 = DistillationTrainer(model=copy.deepcopy(student).to(torch.bfloat16), teacher_model=teacher,
+                               args=make_args(tmp_path), train_dataset=ds)
+    assert bf16.teacher.dtype == torch.bfloat16 and bf16.projections.proj["1_2"].weight.dtype == torch.bfloat16
+    assert torch.isfinite(bf16.compute_loss(bf16.model, batch))
+
+
 def test_logged_terms_add_up_to_the_loss(tmp_path):
     teacher, student = make_models("llama")
     trainer = DistillationTrainer(model=student, teacher_model=teacher, train_dataset=make_dataset("llama", 16),
