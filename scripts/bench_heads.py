@@ -35,8 +35,8 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 
 from hf_compress import get_asset, head_importance, prune_heads, select_heads  # noqa: E402
 from hf_compress.assets import load_snli  # noqa: E402
-from hf_compress.evaluation import (checkpoint_bytes, embedding_cosine, mean_pooled, param_count,  # noqa: E402
-                                    perplexity, tokenize_batches, wiki_texts)
+from hf_compress.evaluation import (  # noqa: E402
+    checkpoint_bytes, embedding_cosine, mean_pooled, param_count, perplexity, tokenize_batches, wiki_texts)
 from hf_compress.surgery.head_export import layer_head_counts  # noqa: E402
 
 logger = logging.getLogger("bench_heads")
@@ -56,7 +56,7 @@ def snli_pair_batches(tokenizer, n_pairs: int, batch_size: int = 16) -> list[dic
     return [{"a": x, "b": y} for x, y in zip(a, b)]
 
 
-def removed_share(model, total_heads: int, plan: dict) -> str:
+def removed_share(total_heads: int, plan: dict) -> str:
     return f"{sum(len(h) for h in plan.values()) / total_heads:.0%}"
 
 
@@ -81,12 +81,12 @@ def bench_minilm(args) -> list[str]:
             reload = ""
             if name == "importance, global":  # per-layer head counts: the remote-code checkpoint
                 reload = check_reload(pruned, evaluation[0], AutoModel, remote=True)
-            rows.append((name, f"{fraction:.0%}", removed_share(pruned, n_layers * n_heads, plan),
+            rows.append((name, f"{fraction:.0%}", removed_share(n_layers * n_heads, plan),
                          param_count(pruned), cosine, reload))
             logger.info("MiniLM %s %.0f%%: heads per layer %s, cosine %.4f", name, fraction * 100,
                         layer_head_counts(pruned), cosine)
-    lines = [f"**all-MiniLM-L6-v2** ({n_layers} layers x {n_heads} heads, fp32). Importance from the contrastive "
-             f"loss on {args.pairs} SNLI entailment pairs; quality = mean cosine to the unpruned model's "
+    lines = [f"**all-MiniLM-L6-v2** ({n_layers} layers x {n_heads} heads, fp32). Importance from the "
+             f"contrastive loss on {args.pairs} SNLI entailment pairs; quality = mean cosine to the unpruned model's "
              f"mean-pooled embeddings of {args.sentences} held-out Wikipedia summaries (128 tokens max).", "",
              "| heads chosen by | asked | removed | params (M) | embedding cosine | saved → reloaded |",
              "|---|---|---|---|---|---|"]
@@ -111,7 +111,8 @@ def bench_smollm2(args) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     cfg = model.config
-    n_layers, n_heads, group = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_attention_heads // cfg.num_key_value_heads
+    n_layers, n_heads, n_kv = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads
+    group = n_heads // n_kv
     start = time.perf_counter()
     calib = tokenize_batches(tokenizer, wiki_texts("calibration", n=args.calib), batch_size=8, max_length=256)
     scores = head_importance(model, calib)
@@ -122,7 +123,7 @@ def bench_smollm2(args) -> list[str]:
     def ppl(m):
         return perplexity(m, tokenizer, heldout, max_length=512, max_tokens=args.eval_tokens)
 
-    rows = [("original", "-", "0%", f"{n_heads}/{cfg.num_key_value_heads}", param_count(model), ppl(model), "")]
+    rows = [("original", "-", "0%", f"{n_heads}/{n_kv}", param_count(model), ppl(model), "")]
     for fraction in FRACTIONS:
         variants = {"importance, heads/group": dict(scores=scores, group_size=group),
                     "importance, KV groups": dict(scores=scores, group_size=group, whole_groups=True),
@@ -135,13 +136,13 @@ def bench_smollm2(args) -> list[str]:
             if name == "importance, KV groups" and not args.quick:
                 reload = check_reload(pruned, calib[0], AutoModelForCausalLM, remote=False)
             shape = f"{pruned.config.num_attention_heads}/{pruned.config.num_key_value_heads}"
-            rows.append((name, f"{fraction:.0%}", removed_share(pruned, n_layers * n_heads, plan), shape,
+            rows.append((name, f"{fraction:.0%}", removed_share(n_layers * n_heads, plan), shape,
                          param_count(pruned), ppl(pruned), reload))
             logger.info("SmolLM2 %s: %s", name, rows[-1])
             del pruned
-    lines = [f"**SmolLM2-135M-Instruct** ({n_layers} layers x {n_heads} heads / {cfg.num_key_value_heads} KV heads, "
-             f"head_dim {cfg.head_dim}, fp32). Importance from the LM loss on {args.calib} Wikipedia calibration "
-             f"summaries (256 tokens max); perplexity on the first {args.eval_tokens} tokens of held-out "
+    lines = [f"**SmolLM2-135M-Instruct** ({n_layers} layers x {n_heads} heads / {n_kv} KV heads, "
+             f"head_dim {cfg.head_dim}, fp32). Importance from the LM loss on {args.calib} Wikipedia "
+             f"calibration summaries (256 tokens max); perplexity on the first {args.eval_tokens} tokens of held-out "
              f"Wikipedia text in 512-token windows.", "",
              "| heads chosen by | asked | removed | heads/KV per layer | params (M) | wiki held-out ppl | "
              "saved → stock reload |", "|---|---|---|---|---|---|---|"]
@@ -150,7 +151,8 @@ def bench_smollm2(args) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
     parser.add_argument("--output", default="benchmarks/heads.md")
     args = parser.parse_args(argv)
