@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import torch.nn as nn
+from torch import nn
 
 from .errors import UnsupportedArchitectureError
 
 __all__ = [
-    "ArchSpec",
     "ARCHITECTURES",
     "SUPPORTED_MODEL_TYPES",
+    "ArchSpec",
     "get_arch",
     "get_layers",
-    "set_layers",
     "get_submodule",
-    "num_layers",
+    "head_dim",
     "num_heads",
     "num_kv_heads",
-    "head_dim",
+    "num_layers",
+    "set_layers",
 ]
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_compress import get_asset, layer_importance, select_layers, student_from_teacher  # noqa: E402
-from hf_compress.assets import load_python_docs  # noqa: E402
-from hf_compress.evaluation import (  # noqa: E402
+from hf_compress import get_asset, layer_importance, select_layers, student_from_teacher
+from hf_compress.assets import load_python_docs
+from hf_compress.evaluation import (
     latency_side_by_side,
     param_count,
     perplexity,
@@ -53,8 +53,9 @@ def fmt(x: float) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
     parser.add_argument("--fraction", type=float, default=0.25, help="fraction of layers to drop")
     parser.add_argument("--output", default="benchmarks/layers.md")
@@ -70,8 +71,9 @@ def main(argv=None) -> int:
     k = int(n * args.fraction + 0.5)
 
     start = time.perf_counter()
-    calib = tokenize_batches(tokenizer, wiki_texts("calibration", n=calib_texts), batch_size=8,
-                             max_length=256)
+    calib = tokenize_batches(
+        tokenizer, wiki_texts("calibration", n=calib_texts), batch_size=8, max_length=256
+    )
     influence = layer_importance(model, calib, method="block_influence")
     angular = layer_importance(model, calib, method="angular", n=k)
     logger.info("scored layers on %d calibration texts in %.0f s", calib_texts, time.perf_counter() - start)
@@ -92,8 +94,10 @@ def main(argv=None) -> int:
         keep = [i for i in range(n) if i not in drop]
         student = student_from_teacher(model, keep=keep) if drop else model
         models[name] = student
-        ppl = {s: perplexity(student, tokenizer, texts, max_length=window, max_tokens=eval_tokens)
-               for s, texts in heldout.items()}
+        ppl = {
+            s: perplexity(student, tokenizer, texts, max_length=window, max_tokens=eval_tokens)
+            for s, texts in heldout.items()
+        }
         logger.info("%s: dropped %s, perplexity %s", name, drop, ppl)
         rows.append((name, drop, param_count(student), ppl))
     inputs = {"input_ids": torch.randint(100, 1000, (1, 256), generator=torch.Generator().manual_seed(0))}
@@ -101,19 +105,24 @@ def main(argv=None) -> int:
         latency = latency_side_by_side(models, inputs, repeats=repeats, warmup=1)
 
     lines = [
-        f"SmolLM2-135M-Instruct (fp32, {n} layers), {k} layers dropped ({args.fraction:.0%}). "
-        f"Layers scored on "
-        f"{calib_texts} Wikipedia calibration summaries (256 tokens max); perplexity on the first "
-        f"{eval_tokens} tokens of held-out text in {window}-token windows; latency: median of {repeats} "
-        f"forward passes of 1×256 tokens, models interleaved.",
+        (
+            f"SmolLM2-135M-Instruct (fp32, {n} layers), {k} layers dropped ({args.fraction:.0%}). "
+            f"Layers scored on {calib_texts} Wikipedia calibration summaries (256 tokens max); perplexity on "
+            f"the first {eval_tokens} tokens of held-out text in {window}-token windows; latency: median of "
+            f"{repeats} forward passes of 1×256 tokens, models interleaved."
+        ),
         "",
-        "| layers dropped by | dropped | params (M) | wiki held-out ppl | python docs ppl "
-        "| latency vs original |",
+        (
+            "| layers dropped by | dropped | params (M) | wiki held-out ppl | python docs ppl "
+            "| latency vs original |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for name, drop, params, ppl in rows:
-        lines.append(f"| {name} | {drop or '-'} | {params / 1e6:.1f} | {fmt(ppl['wiki held-out'])} | "
-                     f"{fmt(ppl['python docs'])} | {latency[name] / latency['original']:.2f}× |")
+        lines.append(
+            f"| {name} | {drop or '-'} | {params / 1e6:.1f} | {fmt(ppl['wiki held-out'])} | "
+            f"{fmt(ppl['python docs'])} | {latency[name] / latency['original']:.2f}× |"
+        )
     lines += ["", f"block_influence scores: {[round(s, 3) for s in influence]}"]
     table = "\n".join(lines)
     print(table)

@@ -1,9 +1,9 @@
 import pytest
 import torch
+from tiny_models import ALL_MODEL_TYPES, tiny_model
 
 from hf_compress import arch
 from hf_compress.errors import UnsupportedArchitectureError
-from tiny_models import ALL_MODEL_TYPES, tiny_model
 
 
 @pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)

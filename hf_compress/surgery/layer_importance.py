@@ -18,8 +18,8 @@ import math
 from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..arch import get_layers
@@ -44,8 +44,9 @@ def _hidden(args: tuple, kwargs: dict, output) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def layer_importance(model: nn.Module, batches: Iterable[dict], method: str = "block_influence",
-                     n: int = 1) -> list[float]:
+def layer_importance(
+    model: nn.Module, batches: Iterable[dict], method: str = "block_influence", n: int = 1
+) -> list[float]:
     """One score per block of ``n`` consecutive layers (``num_layers - n + 1`` floats; ``n=1``: per layer).
 
     ``batches``: dicts of model inputs (``input_ids``, ``attention_mask``, ...); padding is excluded via
@@ -56,8 +57,9 @@ def layer_importance(model: nn.Module, batches: Iterable[dict], method: str = "b
     layers = get_layers(model)
     total = len(layers)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < total:
-        raise SurgeryError(f"`n` (block size) must be an int in [1, {total - 1}] for a {total}-layer model, "
-                           f"got {n!r}")
+        raise SurgeryError(
+            f"`n` (block size) must be an int in [1, {total - 1}] for a {total}-layer model, got {n!r}"
+        )
     inputs: list[torch.Tensor | None] = [None] * (total + 1)  # x_l for l = 0..total (x_total: last output)
 
     def make_hook(i: int):
@@ -66,6 +68,7 @@ def layer_importance(model: nn.Module, batches: Iterable[dict], method: str = "b
             inputs[i] = x_in.detach()
             if i == total - 1:
                 inputs[total] = x_out.detach()
+
         return hook
 
     handles = [layer.register_forward_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
@@ -111,15 +114,18 @@ def select_layers(scores, n: int, contiguous: bool = False, *, block: int = 1) -
     if not values or any(math.isnan(s) for s in values):
         raise SurgeryError(f"`scores` must be a non-empty list of numbers without NaN, got {values!r}")
     if block != 1 and not (contiguous and block == n):
-        raise SurgeryError(f"`block` must be 1 (per-layer scores) or equal to n={n} with contiguous=True, "
-                           f"got block={block!r}, contiguous={contiguous!r}")
+        raise SurgeryError(
+            f"`block` must be 1 (per-layer scores) or equal to n={n} with contiguous=True, "
+            f"got block={block!r}, contiguous={contiguous!r}"
+        )
     total = len(values) + block - 1
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < total:
-        raise SurgeryError(f"`n` must be an int in [1, {total - 1}] (at least one of {total} layers must "
-                           f"remain), got {n!r}")
+        raise SurgeryError(
+            f"`n` must be an int in [1, {total - 1}] (at least one of {total} layers must remain), got {n!r}"
+        )
     if not contiguous:
         order = sorted(range(len(values)), key=lambda i: (values[i], i))
         return sorted(order[:n])
-    windows = values if block == n else [sum(values[s:s + n]) for s in range(total - n + 1)]
+    windows = values if block == n else [sum(values[s : s + n]) for s in range(total - n + 1)]
     start = min(range(len(windows)), key=lambda s: (windows[s], s))
     return list(range(start, start + n))

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..arch import get_arch, get_layers, get_submodule, set_layers
 from ..arch import num_layers as config_num_layers
@@ -29,9 +29,17 @@ __all__ = ["drop_layers", "layer_importance", "select_layers", "spread_layers", 
 logger = logging.getLogger(__name__)
 
 # Config lists that may by chance have as many entries as there are layers but are not per-layer.
-_NOT_PER_LAYER = {"architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens",
-                  "forced_decoder_ids", "eos_token_id", "bos_token_id", "pad_token_id",
-                  "decoder_start_token_id"}
+_NOT_PER_LAYER = {
+    "architectures",
+    "bad_words_ids",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_decoder_ids",
+    "eos_token_id",
+    "bos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+}
 
 
 def _check_indices(indices, n: int, name: str) -> list[int]:
@@ -59,8 +67,10 @@ def _per_layer_lists(config, spec, n: int) -> dict[str, list]:
         if value is None:
             continue
         if not isinstance(value, (list, tuple)) or len(value) != n:
-            raise SurgeryError(f"config.{key} must list one entry per layer ({n}), got {value!r}; fix the "
-                               f"config before dropping layers")
+            raise SurgeryError(
+                f"config.{key} must list one entry per layer ({n}), got {value!r}; fix the "
+                f"config before dropping layers"
+            )
         found[key] = value
     for key, value in vars(config).items():
         if key in found or key in _NOT_PER_LAYER or key.endswith(("_token_id", "_token_ids")):
@@ -123,8 +133,10 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
     config = model.config
     n = len(layers)
     if config_num_layers(model) != n:
-        raise SurgeryError(f"config.{spec.num_layers_key}={config_num_layers(model)} but the model has {n} "
-                           f"layers; the model was modified outside hf_compress")
+        raise SurgeryError(
+            f"config.{spec.num_layers_key}={config_num_layers(model)} but the model has {n} "
+            f"layers; the model was modified outside hf_compress"
+        )
     drop = _check_indices(indices, n, "indices")
     if len(drop) == n:
         raise SurgeryError(f"`indices` {drop} drops all {n} layers; keep at least one")
@@ -134,8 +146,10 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
 
     # ---- plan: compute every new value before changing anything ----
     lists = {k: type(v)(v[i] for i in keep) for k, v in _per_layer_lists(config, spec, n).items()}
-    thresholds = {k: _new_threshold(config, k, getattr(config, "layer_types", None), lists.get("layer_types"),
-                                    keep, n) for k in spec.layer_threshold_keys}
+    thresholds = {
+        k: _new_threshold(config, k, getattr(config, "layer_types", None), lists.get("layer_types"), keep, n)
+        for k in spec.layer_threshold_keys
+    }
     fold = spec.family == "gpt2" and getattr(config, "scale_attn_by_inverse_layer_idx", False)
     if fold:  # fail here, not half-way through the folding
         for i in keep:
@@ -171,9 +185,11 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
 def spread_layers(total: int, k: int) -> list[int]:
     """``k`` layer indices out of ``total`` spread evenly, first and last included (``k >= 2``)."""
     if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= total:
-        raise SurgeryError(f"`num_layers` must be an int in [2, {total}] (the teacher has {total} layers), "
-                           f"got {k!r}; for a one-layer student pass keep=[i]")
-    return [int(math.floor(i * (total - 1) / (k - 1) + 0.5)) for i in range(k)]
+        raise SurgeryError(
+            f"`num_layers` must be an int in [2, {total}] (the teacher has {total} layers), "
+            f"got {k!r}; for a one-layer student pass keep=[i]"
+        )
+    return [math.floor(i * (total - 1) / (k - 1) + 0.5) for i in range(k)]
 
 
 def student_from_teacher(teacher: nn.Module, keep=None, num_layers: int | None = None) -> nn.Module:
@@ -182,16 +198,20 @@ def student_from_teacher(teacher: nn.Module, keep=None, num_layers: int | None =
     get_arch(teacher)
     total = len(get_layers(teacher))
     if (keep is None) == (num_layers is None):
-        raise SurgeryError(f"pass exactly one of `keep` (layer indices) or `num_layers` (a count), got "
-                           f"keep={keep!r}, num_layers={num_layers!r}")
+        raise SurgeryError(
+            f"pass exactly one of `keep` (layer indices) or `num_layers` (a count), got "
+            f"keep={keep!r}, num_layers={num_layers!r}"
+        )
     if keep is not None:
         values = list(keep) if isinstance(keep, Iterable) and not isinstance(keep, (str, bytes)) else keep
         kept = _check_indices(values, total, "keep")
         if not kept:
             raise SurgeryError("`keep` is empty; keep at least one layer")
         if kept != values:
-            raise SurgeryError(f"`keep` must be increasing layer indices (layers keep their order), got "
-                               f"{values!r}; use {kept!r}")
+            raise SurgeryError(
+                f"`keep` must be increasing layer indices (layers keep their order), got "
+                f"{values!r}; use {kept!r}"
+            )
     else:
         kept = spread_layers(total, num_layers)
     student = copy.deepcopy(teacher)

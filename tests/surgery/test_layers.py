@@ -1,13 +1,14 @@
 """drop_layers bad input, student_from_teacher, spread_layers."""
 
 import copy
+import itertools
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from hf_compress import SurgeryError, UnsupportedArchitectureError, arch, drop_layers, student_from_teacher
 from hf_compress.surgery.layers import spread_layers
-from tiny_models import tiny_model
 
 
 def snapshot(model):
@@ -22,15 +23,18 @@ def assert_unchanged(model, snap):
     assert all(torch.equal(now[k], state[k]) for k in state)
 
 
-@pytest.mark.parametrize("bad, match", [
-    ([1, 1], r"repeats layer\(s\) \[1\]"),
-    ([4], r"layer 4.*4 layers: use 0\.\.3"),
-    ([-1], r"layer -1"),
-    ([0, 1, 2, 3], "drops all 4 layers"),
-    ([1.0], "must hold ints, got 1.0"),
-    ([True], "must hold ints, got True"),
-    (2, "must be a list of layer indices, got 2"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ([1, 1], r"repeats layer\(s\) \[1\]"),
+        ([4], r"layer 4.*4 layers: use 0\.\.3"),
+        ([-1], r"layer -1"),
+        ([0, 1, 2, 3], "drops all 4 layers"),
+        ([1.0], "must hold ints, got 1.0"),
+        ([True], "must hold ints, got True"),
+        (2, "must be a list of layer indices, got 2"),
+    ],
+)
 def test_bad_indices_are_refused_before_anything_changes(bad, match):
     model = tiny_model("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=2)
     snap = snapshot(model)
@@ -43,8 +47,13 @@ def test_bad_indices_are_refused_before_anything_changes(bad, match):
 
 def test_inexpressible_window_pattern_is_refused_before_anything_changes():
     full, slide = "full_attention", "sliding_attention"
-    model = tiny_model("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1,
-                       layer_types=[full, slide, full, slide])
+    model = tiny_model(
+        "qwen2",
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=1,
+        layer_types=[full, slide, full, slide],
+    )
     snap = snapshot(model)
     with pytest.raises(SurgeryError, match="max_window_layers"):
         drop_layers(model, [0])  # kept [slide, full, slide]: no "first m layers full" threshold gives it
@@ -93,7 +102,7 @@ def test_student_num_layers_spreads_first_and_last():
     student = student_from_teacher(teacher, num_layers=6)
     kept = spread_layers(12, 6)
     assert kept[0] == 0 and kept[-1] == 11 and len(set(kept)) == 6
-    gaps = [b - a for a, b in zip(kept, kept[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(kept)]
     assert max(gaps) - min(gaps) <= 1  # even spacing
     t_layers = arch.get_layers(teacher)
     for s, i in zip(arch.get_layers(student), kept):
@@ -102,15 +111,18 @@ def test_student_num_layers_spreads_first_and_last():
     assert spread_layers(5, 3) == [0, 2, 4]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({}, "exactly one of"),
-    ({"keep": [0], "num_layers": 2}, "exactly one of"),
-    ({"keep": [2, 0]}, r"increasing.*use \[0, 2\]"),
-    ({"keep": []}, "empty"),
-    ({"keep": [0, 9]}, "layer 9"),
-    ({"num_layers": 1}, r"\[2, 4\].*got 1"),
-    ({"num_layers": 5}, "got 5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one of"),
+        ({"keep": [0], "num_layers": 2}, "exactly one of"),
+        ({"keep": [2, 0]}, r"increasing.*use \[0, 2\]"),
+        ({"keep": []}, "empty"),
+        ({"keep": [0, 9]}, "layer 9"),
+        ({"num_layers": 1}, r"\[2, 4\].*got 1"),
+        ({"num_layers": 5}, "got 5"),
+    ],
+)
 def test_student_bad_arguments(kwargs, match):
     teacher = tiny_model("gpt2")
     snap = snapshot(teacher)

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from tiny_models import tiny_batch, tiny_model
 
 from hf_compress import SurgeryError, arch, layer_importance, select_layers
-from tiny_models import tiny_batch, tiny_model
 
 
 def naive_mean(pairs, fn):
@@ -27,11 +27,14 @@ def hidden_states(model, batch):
         return model(**batch, output_hidden_states=True).hidden_states
 
 
-@pytest.mark.parametrize("method, n, fn", [
-    ("block_influence", 1, lambda c: 1.0 - c),
-    ("angular", 1, lambda c: math.acos(max(-1.0, min(1.0, c))) / math.pi),
-    ("angular", 2, lambda c: math.acos(max(-1.0, min(1.0, c))) / math.pi),
-])
+@pytest.mark.parametrize(
+    "method, n, fn",
+    [
+        ("block_influence", 1, lambda c: 1.0 - c),
+        ("angular", 1, lambda c: math.acos(max(-1.0, min(1.0, c))) / math.pi),
+        ("angular", 2, lambda c: math.acos(max(-1.0, min(1.0, c))) / math.pi),
+    ],
+)
 def test_scores_match_a_per_token_reference(method, n, fn):
     # BERT has no final norm, so hidden_states[l] is exactly the input of layer l (and [L] the last output)
     model = tiny_model("bert", "base")
@@ -50,7 +53,7 @@ def test_padding_is_excluded():
     batch = tiny_batch(batch_size=2, seq_len=12)  # sample 1 is right-padded after 6 tokens
     padded = layer_importance(model, [batch])
     lengths = batch["attention_mask"].sum(1).tolist()
-    alone = [{k: v[i:i + 1, : lengths[i]] for k, v in batch.items()} for i in (0, 1)]
+    alone = [{k: v[i : i + 1, : lengths[i]] for k, v in batch.items()} for i in (0, 1)]
     parts = [layer_importance(model, [b]) for b in alone]
     weights = [12, 6]  # valid tokens per sample
     expected = [(parts[0][l] * weights[0] + parts[1][l] * weights[1]) / 18 for l in range(len(padded))]
@@ -78,8 +81,9 @@ def test_hooks_see_the_last_layer_before_the_final_norm():
 def test_identity_layer_scores_zero_and_is_selected():
     model = tiny_model("gpt2")
     layers = arch.get_layers(model)
-    handle = layers[2].register_forward_hook(lambda m, args, out: (args[0],) + tuple(out[1:])
-                                             if isinstance(out, tuple) else args[0])
+    handle = layers[2].register_forward_hook(
+        lambda m, args, out: (args[0],) + tuple(out[1:]) if isinstance(out, tuple) else args[0]
+    )
     scores = layer_importance(model, [tiny_batch()])
     handle.remove()
     assert scores[2] == pytest.approx(0.0, abs=1e-6)
@@ -96,13 +100,16 @@ def test_select_layers():
     assert select_layers([0.3, 0.2, 0.4], 2, contiguous=True, block=2) == [1, 2]  # 4 layers, blocks of 2
 
 
-@pytest.mark.parametrize("args, kwargs, match", [
-    (([0.1, 0.2], 2), {}, r"\[1, 1\].*got 2"),
-    (([0.1, 0.2], 0), {}, "got 0"),
-    (([0.1, float("nan")], 1), {}, "NaN"),
-    (([], 1), {}, "non-empty"),
-    (([0.1, 0.2, 0.3], 2), {"block": 2}, "block"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        (([0.1, 0.2], 2), {}, r"\[1, 1\].*got 2"),
+        (([0.1, 0.2], 0), {}, "got 0"),
+        (([0.1, float("nan")], 1), {}, "NaN"),
+        (([], 1), {}, "non-empty"),
+        (([0.1, 0.2, 0.3], 2), {"block": 2}, "block"),
+    ],
+)
 def test_select_layers_bad_input(args, kwargs, match):
     with pytest.raises(SurgeryError, match=match):
         select_layers(*args, **kwargs)

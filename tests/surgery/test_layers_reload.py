@@ -9,21 +9,26 @@ import textwrap
 
 import pytest
 import torch
+from tiny_models import ALL_MODEL_TYPES, ENCODER_TYPES, tiny_batch, tiny_model
 
 from hf_compress import arch, drop_layers
-from tiny_models import ALL_MODEL_TYPES, ENCODER_TYPES, tiny_batch, tiny_model
 
 # case name -> (model_type, config overrides, layers to drop)
 CASES = {t: (t, {}, [0, 2]) for t in ALL_MODEL_TYPES}
-CASES.update({
-    # the sliding window must be shorter than the 12-token batch for layer types to matter
-    "gemma2-window": ("gemma2", {"sliding_window": 4}, [1]),
-    "gemma3-pattern": ("gemma3_text", {"sliding_window": 4, "sliding_window_pattern": 2}, [0, 1]),
-    "gemma3-full-only": ("gemma3_text", {"sliding_window": 4, "sliding_window_pattern": 2}, [0, 2]),
-    "qwen2-window": ("qwen2", {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 2},
-                     [0, 3]),
-    "gpt2-inverse-scale": ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, [0, 2]),
-})
+CASES.update(
+    {
+        # the sliding window must be shorter than the 12-token batch for layer types to matter
+        "gemma2-window": ("gemma2", {"sliding_window": 4}, [1]),
+        "gemma3-pattern": ("gemma3_text", {"sliding_window": 4, "sliding_window_pattern": 2}, [0, 1]),
+        "gemma3-full-only": ("gemma3_text", {"sliding_window": 4, "sliding_window_pattern": 2}, [0, 2]),
+        "qwen2-window": (
+            "qwen2",
+            {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 2},
+            [0, 3],
+        ),
+        "gpt2-inverse-scale": ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, [0, 2]),
+    }
+)
 
 
 def identity_reference(model, drop, batch):
@@ -102,8 +107,15 @@ def test_dropped_models_reload_with_stock_transformers(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path)], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results.pop("_imported_hf_compress") is False
