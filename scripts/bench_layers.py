@@ -1,4 +1,4 @@
-"""Drop 25% of SmolLM2-135M's layers, chosen three ways, and measure held-out perplexity.
+"""Drop 25% of SmolLM2-135M's layers, chosen four ways, and measure held-out perplexity.
 
 * ``block_influence``: ShortGPT scores (``layer_importance``) on Wikipedia *calibration* text; the lowest go.
 * ``angular block``: Gromov et al. angular distance for blocks of k layers; the best contiguous block goes.
