@@ -129,3 +129,12 @@ def test_student_bad_arguments(kwargs, match):
     with pytest.raises(SurgeryError, match=match):
         student_from_teacher(teacher, **kwargs)
     assert_unchanged(teacher, snap)
+
+
+def test_unknown_per_layer_lists_are_sliced_but_token_ids_are_not():
+    model = tiny_model("llama")
+    model.config.my_layer_scales = [1.0, 2.0, 3.0, 4.0]  # a per-layer field the table does not know
+    model.config.eos_token_id = [5, 6, 7, 8]  # as long as the layer count by chance
+    drop_layers(model, [1])
+    assert model.config.my_layer_scales == [1.0, 3.0, 4.0]
+    assert model.config.eos_token_id == [5, 6, 7, 8]
