@@ -86,8 +86,9 @@ def bench_minilm(args) -> list[str]:
             logger.info("MiniLM %s %.0f%%: heads per layer %s, cosine %.4f", name, fraction * 100,
                         layer_head_counts(pruned), cosine)
     lines = [f"**all-MiniLM-L6-v2** ({n_layers} layers x {n_heads} heads, fp32). Importance from the "
-             f"contrastive loss on {args.pairs} SNLI entailment pairs; quality = mean cosine to the unpruned model's "
-             f"mean-pooled embeddings of {args.sentences} held-out Wikipedia summaries (128 tokens max).", "",
+             f"contrastive loss on {args.pairs} SNLI entailment pairs; quality = mean cosine to the unpruned "
+             f"model's mean-pooled embeddings of {args.sentences} held-out Wikipedia summaries "
+             f"(128 tokens max).", "",
              "| heads chosen by | asked | removed | params (M) | embedding cosine | saved → reloaded |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {a} | {r} | {p / 1e6:.2f} | {c:.4f} | {x} |" for n, a, r, p, c, x in rows]
@@ -142,8 +143,8 @@ def bench_smollm2(args) -> list[str]:
             del pruned
     lines = [f"**SmolLM2-135M-Instruct** ({n_layers} layers x {n_heads} heads / {n_kv} KV heads, "
              f"head_dim {cfg.head_dim}, fp32). Importance from the LM loss on {args.calib} Wikipedia "
-             f"calibration summaries (256 tokens max); perplexity on the first {args.eval_tokens} tokens of held-out "
-             f"Wikipedia text in 512-token windows.", "",
+             f"calibration summaries (256 tokens max); perplexity on the first {args.eval_tokens} tokens of "
+             f"held-out Wikipedia text in 512-token windows.", "",
              "| heads chosen by | asked | removed | heads/KV per layer | params (M) | wiki held-out ppl | "
              "saved → stock reload |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {n} | {a} | {r} | {s} | {p / 1e6:.1f} | {q:.2f} | {x} |" for n, a, r, s, p, q, x in rows]

@@ -37,7 +37,7 @@ def _scale_head(model, layer: int, head: int, factor: float) -> None:
 
 
 def _finite_difference(model, batch, eps=1e-3) -> torch.Tensor:
-    """Michel et al.'s importance by central differences: sum over examples of |d loss share / d head scale|."""
+    """Michel et al.'s importance by central differences: sum over examples of |d loss share / d scale|."""
     n_layers, n_heads = arch.num_layers(model), arch.num_heads(model)
     scores = torch.zeros(n_layers, n_heads, dtype=torch.float64)
     for layer in range(n_layers):

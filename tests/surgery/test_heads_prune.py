@@ -15,9 +15,10 @@ import pytest
 import torch
 from tiny_models import tiny_batch, tiny_model
 
-from hf_compress import arch, prune_heads
+from hf_compress import arch, head_importance, prune_heads
 from hf_compress.errors import SurgeryError
 from hf_compress.surgery.head_export import layer_head_counts
+from hf_compress.surgery.heads import HeadPruningConfig, prune_heads_by_importance
 
 REMOTE = Path(__file__).parents[2] / "hf_compress" / "surgery" / "remote_code" / "modeling_pruned_heads.py"
 
@@ -197,3 +198,16 @@ def test_saved_checkpoints_reload_in_a_fresh_process_without_hf_compress(tmp_pat
         assert n_params == params[name], name
         expected_module = "transformers_modules" if specs[name]["remote"] else "transformers.models"
         assert module.startswith(expected_module), name
+
+
+def test_prune_by_importance_removes_the_lowest_scoring_kv_group():
+    model = tiny_model("llama")
+    batches = [tiny_batch(seed=3)]
+    scores = head_importance(model, batches, progress=False)
+    weakest = scores.view(4, 2, 2).sum(-1).argmin(-1)  # (L,) the KV group with the lower summed score
+    reference = _zeroed_reference(model, {i: [2 * int(g), 2 * int(g) + 1] for i, g in enumerate(weakest)})
+    _, plan = prune_heads_by_importance(model, batches, HeadPruningConfig(fraction=0.5, whole_groups=True))
+    assert plan == {i: [2 * int(g), 2 * int(g) + 1] for i, g in enumerate(weakest)}
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (2, 1)
+    batch = tiny_batch()
+    torch.testing.assert_close(_logits(model, batch), _logits(reference, batch), rtol=1e-5, atol=1e-5)
