@@ -105,7 +105,7 @@ def build_variants(base: nn.Module, calibration: list[dict], with_baselines: boo
 
 
 def saved_bytes(model: nn.Module) -> int | None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode(False):
         try:
             model.save_pretrained(tmp)
         except Exception as exc:
