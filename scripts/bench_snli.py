@@ -83,7 +83,8 @@ class BenchSettings:
         return self.student_steps or -(-self.train_size // self.batch_size)
 
     def teacher_key(self, model_name: str) -> str:
-        fields = ("train_size", "max_length", "batch_size", "teacher_lr", "teacher_epochs", "bf16_training", "seed")
+        fields = ("train_size", "max_length", "batch_size", "teacher_lr", "teacher_epochs", "bf16_training",
+                  "seed")
         blob = json.dumps({"model": model_name, **{f: getattr(self, f) for f in fields}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -123,7 +124,8 @@ def _tiny_setup(settings: BenchSettings):
             a, b = torch.randint(len(nouns), (2,), generator=g).tolist()
             v = verbs[int(torch.randint(len(verbs), (1,), generator=g))]
             label = i % 3
-            hyp = [f"the {nouns[a]} {v}", f"a {nouns[(a + 1 + b % 5) % 6]} {v}", f"the {nouns[a]} not {v}"][label]
+            other = nouns[(a + 1 + b % 5) % 6]
+            hyp = [f"the {nouns[a]} {v}", f"a {other} {v}", f"the {nouns[a]} not {v}"][label]
             rows["premise"].append(f"the {nouns[a]} {v}")
             rows["hypothesis"].append(hyp)
             rows["label"].append(label)
@@ -157,15 +159,17 @@ def _snli_setup(settings: BenchSettings):
 
 
 def tokenize(ds, tokenizer, max_length: int):
-    """premise/hypothesis pairs -> input_ids, token_type_ids, attention_mask, label (dynamic padding later)."""
+    """premise/hypothesis pairs -> input_ids, token_type_ids, attention_mask, label (padded per batch)."""
     def enc(batch):
-        return tokenizer(list(batch["premise"]), list(batch["hypothesis"]), truncation=True, max_length=max_length)
+        return tokenizer(list(batch["premise"]), list(batch["hypothesis"]), truncation=True,
+                         max_length=max_length)
 
     return ds.map(enc, batched=True, remove_columns=["premise", "hypothesis"], desc="tokenize")
 
 
 # ------------------------------------------------------------------------------------------- training
-def train_kwargs(settings: BenchSettings, out_dir: str, lr: float, max_steps: int = -1, epochs: float = 1.0) -> dict:
+def train_kwargs(settings: BenchSettings, out_dir: str, lr: float, max_steps: int = -1,
+                 epochs: float = 1.0) -> dict:
     """TrainingArguments shared by the teacher and every student (only lr / length differ)."""
     return dict(output_dir=out_dir, per_device_train_batch_size=settings.batch_size, learning_rate=lr,
                 num_train_epochs=epochs, max_steps=max_steps, warmup_steps=0.06, weight_decay=0.01,
@@ -218,9 +222,10 @@ def get_teacher(settings, train_tok, tokenizer, init_teacher, model_name, cache_
 
 # ----------------------------------------------------------------------------------------- evaluation
 def cached_teacher_accuracy(teacher, teacher_dir: Path, settings, test_tok, tokenizer, labels) -> float:
-    """Teacher test accuracy, stored beside the cached teacher per test selection (it costs minutes on CPU)."""
+    """Teacher test accuracy, stored beside the cached teacher per test selection (minutes on CPU)."""
     path = teacher_dir / "test_accuracy.json"
-    key = f"test_size={settings.test_size},seed={settings.seed},max_length={settings.max_length},n={len(labels)}"
+    key = (f"test_size={settings.test_size},seed={settings.seed},max_length={settings.max_length},"
+           f"n={len(labels)}")
     known = json.loads(path.read_text()) if path.exists() else {}
     if key not in known:
         known[key] = accuracy(predict(teacher, test_tok, tokenizer), labels)
@@ -264,17 +269,18 @@ def train_student(kind: str, teacher, settings: BenchSettings, train_tok, tokeni
     if kind == "no teacher":
         trainer = Trainer(args=TrainingArguments(**kwargs), **common)
     else:
+        hidden = settings.alpha_hidden if kind == "logits + hidden" else 0.0
         dargs = DistillationArguments(**kwargs, temperature=settings.temperature,
                                       alpha_logits=settings.alpha_logits, alpha_task=settings.alpha_task,
-                                      alpha_hidden=settings.alpha_hidden if kind == "logits + hidden" else 0.0,
-                                      logit_loss="forward_kl", layer_map=settings.layer_map)
+                                      alpha_hidden=hidden, logit_loss="forward_kl",
+                                      layer_map=settings.layer_map)
         trainer = DistillationTrainer(teacher_model=teacher, args=dargs, **common)
     stats = timed_train(trainer)
     return student.eval(), stats
 
 
 def trl_attempt(teacher, settings: BenchSettings, train_tok, tokenizer, work: Path) -> str:
-    """Try TRL's DistillationTrainer / GKDTrainer with a sequence-classification student; the reason it fails."""
+    """Try TRL's DistillationTrainer / GKDTrainer on a sequence-classification student: why it fails."""
     try:
         import trl
     except ImportError:
@@ -286,7 +292,8 @@ def trl_attempt(teacher, settings: BenchSettings, train_tok, tokenizer, work: Pa
                                                ("trl.experimental.gkd", "GKDTrainer", "GKDConfig")):
         try:
             mod = __import__(module, fromlist=[trainer_name])
-            config = getattr(mod, config_name)(**train_kwargs(settings, str(work / "trl"), settings.student_lr, 1))
+            kwargs = train_kwargs(settings, str(work / "trl"), settings.student_lr, 1)
+            config = getattr(mod, config_name)(**kwargs)
             student = student_from_teacher(teacher, num_layers=settings.student_layers)
             getattr(mod, trainer_name)(model=student, teacher_model=copy.deepcopy(teacher), args=config,
                                        train_dataset=train_tok, processing_class=tokenizer).train()
@@ -297,8 +304,8 @@ def trl_attempt(teacher, settings: BenchSettings, train_tok, tokenizer, work: Pa
 
 
 # ---------------------------------------------------------------------------------------------- table
-def run_students(args, settings, teacher, teacher_dir, teacher_acc, teacher_stats, train_tok, test_tok, tokenizer,
-                 labels, model_name):
+def run_students(args, settings, teacher, teacher_dir, teacher_acc, teacher_stats, train_tok, test_tok,
+                 tokenizer, labels, model_name):
     """Train every student, measure size / accuracy / latency (side by side); rows of the table + notes."""
     from hf_compress.surgery.int8 import quantize_int8
 
@@ -307,8 +314,8 @@ def run_students(args, settings, teacher, teacher_dir, teacher_acc, teacher_stat
         models = {f"teacher ({model_name})": teacher}
         rows = {f"teacher ({model_name})": dict(acc=teacher_acc, train_s=teacher_stats["train_s"],
                                                 steps_per_s=teacher_stats["steps_per_s"])}
-        notes = [f"teacher row: fine-tuned once with the plain Trainer ({teacher_stats['steps']} steps) and cached "
-                 f"in `{teacher_dir}`; its training time is from that run."]
+        notes = [f"teacher row: fine-tuned once with the plain Trainer ({teacher_stats['steps']} steps) and "
+                 f"cached in `{teacher_dir}`; its training time is from that run."]
         for kind in STUDENTS:
             logger.warning("training student %r for %d steps", kind, settings.steps)
             student, stats = train_student(kind, teacher, settings, train_tok, tokenizer, work)
@@ -328,7 +335,8 @@ def run_students(args, settings, teacher, teacher_dir, teacher_acc, teacher_stat
                      f"included in its training time).")
         if not args.skip_trl:
             rows["student: TRL distillation"] = dict(acc=None, train_s=None, steps_per_s=None)
-            notes.append("TRL row not measured: " + trl_attempt(teacher, settings, train_tok, tokenizer, work))
+            reason = trl_attempt(teacher, settings, train_tok, tokenizer, work)
+            notes.append("TRL row not measured: " + reason)
         collate = DataCollatorWithPadding(tokenizer)
         first = [{c: test_tok[i][c] for c in test_tok.column_names if c != "label"}
                  for i in range(min(32, len(test_tok)))]
@@ -340,8 +348,9 @@ def run_students(args, settings, teacher, teacher_dir, teacher_acc, teacher_stat
             rows[name].update(layers=model.config.num_hidden_layers, params=param_count(model),
                               bytes=checkpoint_bytes(folder), latency_s=latency[name])
         notes.append(f"latency: batch of the first {batch['input_ids'].shape[0]} test pairs padded to "
-                     f"{batch['input_ids'].shape[1]} tokens, median of {settings.latency_repeats} fp32 forwards "
-                     f"per model, models interleaved in one process on {torch.get_num_threads()} threads.")
+                     f"{batch['input_ids'].shape[1]} tokens, median of {settings.latency_repeats} fp32 "
+                     f"forwards per model, models interleaved in one process on {torch.get_num_threads()} "
+                     f"thread(s).")
         return rows, notes
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -351,29 +360,34 @@ def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def render(rows: dict, notes: list, settings: BenchSettings, model_name: str, n_test: int, wall_s: float) -> str:
+def render(rows: dict, notes: list, settings: BenchSettings, model_name: str, n_test: int,
+           wall_s: float) -> str:
     """The markdown table (accuracy in %, % of teacher = accuracy / teacher accuracy)."""
     teacher_acc = next(iter(rows.values()))["acc"]
     lines = [
         f"## SNLI: task distillation of {model_name} into {settings.student_layers}-layer students "
         f"(`{settings.preset}` preset)", "",
-        f"Training: {settings.train_size} pairs, batch {settings.batch_size}, max_length {settings.max_length}; "
+        f"Training: {settings.train_size} pairs, batch {settings.batch_size}, "
+        f"max_length {settings.max_length}; "
         f"teacher {settings.teacher_epochs:g} epoch(s) at lr {settings.teacher_lr:g}; every student "
         f"{settings.steps} steps at lr {settings.student_lr:g} from teacher layers; KD: forward KL at "
         f"τ={settings.temperature:g}, α_logits={settings.alpha_logits:g}, α_task={settings.alpha_task:g}, "
         f"α_hidden={settings.alpha_hidden:g} ({settings.layer_map} layer map, MSE); bf16 autocast training: "
-        f"{settings.bf16_training}. Test: {n_test} SNLI test pairs, fp32. Whole run: {wall_s / 60:.1f} min.", "",
-        "| model | layers | params | checkpoint bytes | CPU latency b32 (ms) | SNLI test acc (%) | % of teacher "
-        "| training wall time (s) | steps/s |",
+        f"{settings.bf16_training}. Test: {n_test} SNLI test pairs, fp32. "
+        f"Whole run: {wall_s / 60:.1f} min.", "",
+        "| model | layers | params | checkpoint bytes | CPU latency b32 (ms) | SNLI test acc (%) "
+        "| % of teacher | training wall time (s) | steps/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         acc = r["acc"]
         pct = None if acc is None else 100 * acc / teacher_acc
         lat = None if r.get("latency_s") is None else 1000 * r["latency_s"]
+        acc_pct = None if acc is None else 100 * acc
         lines.append(f"| {name} | {_fmt(r.get('layers'), 'd')} | {_fmt(r.get('params'), ',')} | "
-                     f"{_fmt(r.get('bytes'), ',')} | {_fmt(lat, '.1f')} | {_fmt(None if acc is None else 100 * acc, '.2f')} | "
-                     f"{_fmt(pct, '.1f')} | {_fmt(r.get('train_s'), '.0f')} | {_fmt(r.get('steps_per_s'), '.2f')} |")
+                     f"{_fmt(r.get('bytes'), ',')} | {_fmt(lat, '.1f')} | {_fmt(acc_pct, '.2f')} | "
+                     f"{_fmt(pct, '.1f')} | {_fmt(r.get('train_s'), '.0f')} | "
+                     f"{_fmt(r.get('steps_per_s'), '.2f')} |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
@@ -420,16 +434,16 @@ def main(argv=None) -> int:
     train_tok = tokenize(train, tokenizer, settings.max_length)
     test_tok = tokenize(test, tokenizer, settings.max_length)
     cache_root = teacher_cache_root(args)
-    teacher, teacher_dir, teacher_stats = get_teacher(settings, train_tok, tokenizer, init_teacher, model_name,
-                                                      cache_root)
+    teacher, teacher_dir, teacher_stats = get_teacher(settings, train_tok, tokenizer, init_teacher,
+                                                      model_name, cache_root)
     labels = list(test_tok["label"])
     teacher_acc = cached_teacher_accuracy(teacher, teacher_dir, settings, test_tok, tokenizer, labels)
     logger.warning("teacher %s: test accuracy %.4f (%d pairs), trained in %.0f s", teacher_dir, teacher_acc,
                    len(labels), teacher_stats["train_s"])
     if args.teacher_only:
         return 0
-    rows, notes = run_students(args, settings, teacher, teacher_dir.name, teacher_acc, teacher_stats, train_tok,
-                               test_tok, tokenizer, labels, model_name)
+    rows, notes = run_students(args, settings, teacher, teacher_dir.name, teacher_acc, teacher_stats,
+                               train_tok, test_tok, tokenizer, labels, model_name)
     table = render(rows, notes, settings, model_name, len(labels), time.perf_counter() - t_start)
     print(table)
     out = Path(args.output) if args.output else ROOT / "benchmarks" / "snli.md"

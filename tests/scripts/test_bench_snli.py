@@ -1,4 +1,4 @@
-"""scripts/bench_snli.py end to end on its --tiny setup (tiny in-process BERT, synthetic pairs, no downloads)."""
+"""scripts/bench_snli.py end to end on its --tiny setup (tiny in-process BERT, synthetic pairs, offline)."""
 
 from __future__ import annotations
 
