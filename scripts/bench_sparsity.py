@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
     dense = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     dense_state = {k: v.detach().clone() for k, v in dense.state_dict().items()}
-    rows = [("dense", "0%", 0.0, ppl(dense), 0.0)]
+    rows = [("dense", "0%", sparsity_report(dense).sparsity, ppl(dense), 0.0)]
     logger.info("dense perplexity %.2f", rows[0][3])
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     inputs = {"input_ids": torch.randint(100, 40000, (1, window), generator=torch.Generator().manual_seed(0))}
