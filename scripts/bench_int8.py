@@ -74,7 +74,15 @@ def _quanto_w8(model):
     return model
 
 
-def build_variants(base: nn.Module, calibration: list[dict], with_baselines: bool) -> dict[str, tuple]:
+BASELINES = {
+    "torch.ao": ("torch.ao quantize_dynamic", _torch_ao_dynamic),
+    "torchao-w8a8": ("torchao int8 dyn-act+weight", _torchao("Int8DynamicActivationInt8WeightConfig")),
+    "torchao-w8": ("torchao int8 weight-only", _torchao("Int8WeightOnlyConfig")),
+    "quanto-w8": ("optimum-quanto qint8 weights", _quanto_w8),
+}
+
+
+def build_variants(base: nn.Module, calibration: list[dict], baselines: list[str]) -> dict[str, tuple]:
     """name -> (model, note). Each variant quantizes its own deep copy of ``base``."""
     out: dict[str, tuple] = {"fp32": (base, "reference")}
     out["bf16"] = (copy.deepcopy(base).to(torch.bfloat16), "all weights and activations bf16")
@@ -90,17 +98,12 @@ def build_variants(base: nn.Module, calibration: list[dict], with_baselines: boo
             quantize_int8(copy.deepcopy(base), **kwargs),
             f"quantized in {time.perf_counter() - start:.0f} s",
         )
-    if with_baselines:
-        for name, build in {
-            "torch.ao quantize_dynamic": _torch_ao_dynamic,
-            "torchao int8 dyn-act+weight": _torchao("Int8DynamicActivationInt8WeightConfig"),
-            "torchao int8 weight-only": _torchao("Int8WeightOnlyConfig"),
-            "optimum-quanto qint8 weights": _quanto_w8,
-        }.items():
-            try:
-                out[name] = (build(copy.deepcopy(base)), "outside baseline, eager")
-            except Exception as exc:  # an outside package missing or broken: report, do not stop
-                logger.warning("baseline %s failed: %s", name, exc)
+    for key in baselines:
+        name, build = BASELINES[key]
+        try:
+            out[name] = (build(copy.deepcopy(base)), "outside baseline, eager")
+        except Exception as exc:  # an outside package missing or broken: report, do not stop
+            logger.warning("baseline %s failed: %s", name, exc)
     return out
 
 
@@ -155,7 +158,7 @@ def run_model(kind: str, args) -> tuple[list[dict], list[str]]:
     calib_texts = wiki_texts("calibration", n=64 if args.quick else 128)
     calibration = tokenize_batches(tok, calib_texts, batch_size=8, max_length=128 if args.quick else 256)
     calibration = calibration[: 2 if args.quick else 8]
-    models = build_variants(base, calibration, with_baselines=not args.no_baselines)
+    models = build_variants(base, calibration, args.baselines)
     texts = wiki_texts("heldout", n=64)
     shapes = {"1x128": _inputs(tok, texts, 1, 128), "8x128": _inputs(tok, texts, 8, 128)}
     if kind == "smollm2":
@@ -178,7 +181,7 @@ def run_model(kind: str, args) -> tuple[list[dict], list[str]]:
                     eval_texts,
                     max_length=512,
                     batch_size=4,
-                    max_tokens=1024 if args.quick else 4096,
+                    max_tokens=args.ppl_tokens or (1024 if args.quick else 4096),
                     progress=False,
                 )
             rows.append(
@@ -219,10 +222,19 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, tokens and calibration batches")
     parser.add_argument("--models", default="minilm,smollm2", help="comma list of minilm, smollm2")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per shape (median reported)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the outside packages")
+    parser.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help=f"comma list of outside baselines from {list(BASELINES)}, or '' for none",
+    )
+    parser.add_argument("--ppl-tokens", type=int, default=None, help="SmolLM2 perplexity tokens")
     parser.add_argument("--output", default="benchmarks/int8.md")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 10)
+    args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = sorted(set(args.baselines) - set(BASELINES))
+    if unknown:
+        parser.error(f"--baselines takes {list(BASELINES)}, got {unknown}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     torch.manual_seed(0)
     sections = [
