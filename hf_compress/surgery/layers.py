@@ -194,7 +194,10 @@ def spread_layers(total: int, k: int) -> list[int]:
 
 def student_from_teacher(teacher: nn.Module, keep=None, num_layers: int | None = None) -> nn.Module:
     """A new model with the teacher's layers ``keep`` (or ``num_layers`` spread evenly, first and last
-    included); embeddings, heads and norms are copied. The teacher is not modified."""
+    included); embeddings, heads and norms are copied. The teacher is not modified.
+
+    The student is trainable (every parameter requires grad, training mode as the teacher's) even when the
+    teacher was frozen, e.g. by a ``DistillationTrainer`` that used it before."""
     get_arch(teacher)
     total = len(get_layers(teacher))
     if (keep is None) == (num_layers is None):
@@ -216,4 +219,5 @@ def student_from_teacher(teacher: nn.Module, keep=None, num_layers: int | None =
         kept = spread_layers(total, num_layers)
     student = copy.deepcopy(teacher)
     drop_layers(student, [i for i in range(total) if i not in set(kept)])
+    student.requires_grad_(True)
     return student

@@ -138,3 +138,10 @@ def test_unknown_per_layer_lists_are_sliced_but_token_ids_are_not():
     drop_layers(model, [1])
     assert model.config.my_layer_scales == [1.0, 3.0, 4.0]
     assert model.config.eos_token_id == [5, 6, 7, 8]
+
+
+def test_student_of_a_frozen_teacher_is_trainable():
+    teacher = tiny_model("bert", "sequence-classification", num_labels=3).requires_grad_(False)
+    student = student_from_teacher(teacher, num_layers=2)
+    assert all(p.requires_grad for p in student.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
