@@ -94,6 +94,7 @@ def gptq_quantize_weight(
 def _gptq(weight: torch.Tensor, hessian: torch.Tensor, damp: float, block_size: int):
     _, scale = quantize_per_channel(weight)  # (out, 1), the RTN scale
     W = weight.detach().float().clone()  # (out, in)
+    keep = (W != 0).float()  # (out, in): exact zeros are pruned weights (sparsify) and must stay zero
     H = hessian.detach().float().clone()  # (in, in)
     s = scale.float()
     n_cols = W.shape[1]
@@ -104,12 +105,17 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, damp: float, block_size: 
     L = torch.linalg.cholesky(H)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)  # upper factor of H^-1
     Q = torch.zeros_like(W)
-    _gptq_columns(W, Q, Hinv, s, block_size)
+    _gptq_columns(W, Q, Hinv, s, block_size, keep)
     return Q.to(torch.int8), scale
 
 
-def _gptq_columns(W: torch.Tensor, Q: torch.Tensor, Hinv: torch.Tensor, s: torch.Tensor, block_size: int):
-    """GPTQ's column loop in place: W (out, in) is updated, Q (out, in) receives the integers."""
+def _gptq_columns(W: torch.Tensor, Q: torch.Tensor, Hinv: torch.Tensor, s: torch.Tensor, block_size: int,
+                  keep: torch.Tensor):
+    """GPTQ's column loop in place: W (out, in) is updated, Q (out, in) receives the integers.
+
+    Entries where ``keep`` is 0 are quantized to 0 whatever the error feedback has written into them, and
+    their whole value is fed forward as error (SparseGPT's rule for a fixed mask), so pruned zeros survive.
+    """
     n_cols = W.shape[1]
     for i1 in range(0, n_cols, block_size):
         i2 = min(i1 + block_size, n_cols)
@@ -118,7 +124,7 @@ def _gptq_columns(W: torch.Tensor, Q: torch.Tensor, Hinv: torch.Tensor, s: torch
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             w = W1[:, i : i + 1]  # (out, 1)
-            q = torch.round(w / s).clamp_(-128, 127)
+            q = torch.round(w / s).clamp_(-128, 127) * keep[:, i1 + i : i1 + i + 1]
             Q[:, i1 + i : i1 + i + 1] = q
             err = (w - q * s) / Hinv1[i, i]
             W1[:, i:] -= err @ Hinv1[i : i + 1, i:]

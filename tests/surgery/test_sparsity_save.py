@@ -112,8 +112,6 @@ def test_int8_after_sparsify_keeps_zeros_exactly(mode, tmp_path):
     assert reloaded[""].config.sparsity_config == model.config.sparsity_config
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: GPTQ's error feedback writes into pruned columns; "
-                   "quantize_int8(method='gptq') is not mask-aware yet (RTN and SmoothQuant are exact)")
 def test_gptq_after_sparsify_keeps_zeros():
     model = sparsify(tiny_model("llama"), method="magnitude", pattern="2:4")
     pruned = {n: m.sparsity_mask.logical_not() for n, m in masked_modules(model).items()}
