@@ -39,7 +39,7 @@ def _build_classes():
     from transformers.utils.quantization_config import QuantizationConfigMixin, QuantizationMethod
 
     from ..surgery.int8 import Int8Linear, fuse_if_known, matches_ignore
-    from .compressed_tensors import parse_quantization_config
+    from ..surgery.int8_format import parse_quantization_config
 
     class Int8CompressedTensorsConfig(QuantizationConfigMixin):
         """A compressed-tensors ``quantization_config`` of one of hf_compress's int8 schemes, verbatim."""

@@ -18,7 +18,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..errors import QuantizationError
-from ..io.compressed_tensors import quantize_per_channel
+from .int8_format import quantize_per_channel
 
 __all__ = ["gptq_quantize_weight", "collect_hessians", "gptq_quantize_model", "run_with_input_hooks"]
 

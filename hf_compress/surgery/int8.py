@@ -21,7 +21,7 @@ import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import QuantizationError, UnsupportedArchitectureError
-from ..io.compressed_tensors import (
+from .int8_format import (
     MODES,
     build_quantization_config,
 )

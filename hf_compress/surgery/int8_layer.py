@@ -1,7 +1,7 @@
 """Int8Linear: a linear layer that keeps int8 weights in memory and multiplies with int8 kernels.
 
 Weights are symmetric per-output-channel int8 ``[out, in]`` with a ``[out, 1]`` scale. The state dict is the
-compressed-tensors layout of its mode (see :mod:`hf_compress.io.compressed_tensors`), so a model holding
+compressed-tensors layout of its mode (see :mod:`hf_compress.surgery.int8_format`), so a model holding
 these layers saves a compressed-tensors checkpoint with plain ``save_pretrained``.
 """
 
@@ -12,7 +12,7 @@ import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import QuantizationError
-from ..io.compressed_tensors import MODES, pack_int8, quantize_per_channel, unpack_int8
+from .int8_format import MODES, pack_int8, quantize_per_channel, unpack_int8
 from .int8_kernels import int8_linear
 
 __all__ = ["Int8Linear", "float_weight"]

@@ -8,7 +8,7 @@ from transformers.pytorch_utils import Conv1D
 
 from hf_compress import Int8Linear, quantize_int8
 from hf_compress.errors import QuantizationError
-from hf_compress.io.compressed_tensors import pack_int8, quantize_per_channel, unpack_int8
+from hf_compress.surgery.int8_format import pack_int8, quantize_per_channel, unpack_int8
 from hf_compress.surgery.int8 import Int8Config, find_targets, matches_ignore
 from hf_compress.surgery.int8_kernels import SMALL_M
 

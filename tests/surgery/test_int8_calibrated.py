@@ -7,7 +7,7 @@ from tiny_models import tiny_batch, tiny_model
 
 from hf_compress import Int8Linear, quantize_int8
 from hf_compress.errors import QuantizationError
-from hf_compress.io.compressed_tensors import quantize_per_channel
+from hf_compress.surgery.int8_format import quantize_per_channel
 from hf_compress.surgery.gptq import collect_hessians, gptq_quantize_weight
 from hf_compress.surgery.int8 import find_targets
 from hf_compress.surgery.int8_kernels import quantize_tokens
