@@ -210,6 +210,8 @@ class QuantizeInt8Config:
     gptq_damp: float = 0.01
     gptq_block: int = 128
     quantize_lm_head: bool = False
+    compile: bool = False
+    fuse: bool = True
     num_batches: int = 8
 
     def __post_init__(self):
@@ -232,6 +234,8 @@ class QuantizeInt8Config:
             gptq_damp=self.gptq_damp,
             gptq_block=self.gptq_block,
             quantize_lm_head=self.quantize_lm_head,
+            compile=self.compile,
+            fuse=self.fuse,
         )
 
 
