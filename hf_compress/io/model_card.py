@@ -112,6 +112,31 @@ def _usage(folder: Path, task: str, int8: bool) -> str:
     return "\n".join(lines)
 
 
+def _compression_lines(folder: Path) -> list[str]:
+    """What ``config.json`` records of the compression (sparsity pattern and measured zeros, int8 scheme)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    lines = []
+    sparsity = config.get("sparsity_config")
+    if isinstance(sparsity, dict):
+        lines.append(
+            f"Sparsity: pattern `{sparsity.get('sparsity_structure')}`, method `{sparsity.get('method', '?')}`, "
+            f"measured {100 * float(sparsity.get('global_sparsity', 0.0)):.1f}% zeros in the pruned projections "
+            "(stored as a dense checkpoint with zeros)."
+        )
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict) and quant.get("quant_method") == "compressed-tensors":
+        formats = sorted({g.get("format", "?") for g in quant.get("config_groups", {}).values()}
+                         | {quant.get("format", "")} - {""})
+        ignore = list(quant.get("ignore", []))
+        kept = ", ".join(ignore[:5]) + (f" and {len(ignore) - 5} more" if len(ignore) > 5 else "")
+        lines.append(f"Quantization: compressed-tensors, format {', '.join(f'`{f}`' for f in formats)}; "
+                     f"left in float: {kept or 'nothing'}.")
+    return lines
+
+
 def build_model_card(
     folder: str | Path,
     *,
@@ -137,6 +162,7 @@ def build_model_card(
         base_model_relation=base_model_relation(stage_names) if base_id else None,
     )
     steps = " → ".join(f"`{s}`" for s in stage_names) or "(no stages)"
+    notes = list(notes or []) + _compression_lines(folder)
     title = f"{base_id.split('/')[-1]} compressed" if base_id else "Compressed model"
     body = [
         f"# {title}",

@@ -83,3 +83,20 @@ def test_card_of_a_local_model_has_no_base_model_and_a_stock_load_snippet(tmp_pa
     assert data["pipeline_tag"] == "text-generation"
     assert 'AutoModelForCausalLM.from_pretrained("REPO_OR_FOLDER")' in card.text
     assert "trust_remote_code" not in card.text and "import hf_compress" not in card.text
+
+
+def test_card_records_the_sparsity_pattern_and_measured_zeros_from_the_config(tmp_path):
+    import torch
+
+    from hf_compress import sparsify
+    from tiny_models import tiny_model
+
+    model = sparsify(tiny_model("llama"), method="magnitude", pattern="2:4")
+    model.save_pretrained(tmp_path)
+    measured = 100 * json.loads((tmp_path / "config.json").read_text())["sparsity_config"]["global_sparsity"]
+    zeros = [(m.weight == 0).float().mean() for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and n != "lm_head"]
+    assert measured == pytest.approx(100 * float(torch.stack(zeros).mean()), abs=0.1)
+    card = build_model_card(tmp_path, base=None, task="causal-lm", stage_names=["sparsify"],
+                            results_table=format_results_table(ROWS), recipe_yaml="version: 1\n")
+    assert "pattern `2:4`" in card.text and f"measured {measured:.1f}% zeros" in card.text
