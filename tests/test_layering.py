@@ -64,3 +64,10 @@ def test_parts_import_only_what_they_may():
 def test_public_api_is_small_sorted_and_importable():
     names = [n for n in hf_compress.__all__ if n != "__version__"]
     assert names == sorted(names) and 10 <= len(names) <= 30
+
+
+def test_every_public_name_resolves_to_an_object_defined_in_its_module():
+    for name in hf_compress.__all__:
+        value = getattr(hf_compress, name)
+        if name != "__version__":
+            assert getattr(value, "__name__", name) == name, name
