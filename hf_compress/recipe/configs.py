@@ -6,7 +6,8 @@ dataclass fields below, and each stage hands them to the public API of its part 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 
 from ..errors import RecipeError
 
@@ -38,6 +39,17 @@ def _check_positive(name: str, value: int | float | None) -> None:
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         _fail(f"`{name}` must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _part_config(stage_config, part_cls, **extra):
+    """``part_cls`` built from the stage config's fields of the same names (copied), plus ``extra``.
+
+    A stage config declares its part's fields (so the recipe schema knows them) and a few of its own
+    (``num_batches``, how to rank); one mapping by name keeps the two from drifting apart.
+    """
+    names = {f.name for f in fields(part_cls)}
+    values = {f.name: copy.copy(getattr(stage_config, f.name)) for f in fields(stage_config) if f.name in names}
+    return part_cls(**values, **extra)
 
 
 @dataclass
@@ -159,13 +171,7 @@ class PruneHeadsConfig:
     def part_config(self):
         from ..surgery.heads import HeadPruningConfig
 
-        return HeadPruningConfig(
-            fraction=self.fraction,
-            uniform=self.uniform,
-            whole_groups=self.whole_groups,
-            export=self.export,
-            normalize=self.normalize,
-        )
+        return _part_config(self, HeadPruningConfig)
 
 
 @dataclass
@@ -188,14 +194,7 @@ class SparsifyConfig:
     def part_config(self):
         from ..surgery.sparsity import SparsityConfig
 
-        return SparsityConfig(
-            sparsity=self.sparsity,
-            method=self.method,
-            pattern=self.pattern,
-            scope=self.scope,
-            ignore=list(self.ignore),
-            sequential=self.sequential,
-        )
+        return _part_config(self, SparsityConfig)
 
 
 @dataclass
@@ -225,18 +224,7 @@ class QuantizeInt8Config:
     def part_config(self, calibration=None):
         from ..surgery.int8 import Int8Config
 
-        return Int8Config(
-            mode=self.mode,
-            ignore=list(self.ignore),
-            method=self.method,
-            calibration=calibration,
-            smoothquant=self.smoothquant,
-            gptq_damp=self.gptq_damp,
-            gptq_block=self.gptq_block,
-            quantize_lm_head=self.quantize_lm_head,
-            compile=self.compile,
-            fuse=self.fuse,
-        )
+        return _part_config(self, Int8Config, calibration=calibration)
 
 
 STAGE_CONFIGS: dict[str, type] = {
