@@ -29,6 +29,7 @@ __all__ = [
     "wiki_texts",
     "accuracy",
     "teacher_agreement",
+    "write_report",
 ]
 
 _WEIGHT_BUFFER_SUFFIXES = ("weight", "weight_packed")
@@ -177,3 +178,22 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, batches: Iterable[
             agree += int((s == t).sum())
             total += s.numel()
     return agree / max(total, 1)
+
+
+def write_report(path: str | Path, text: str) -> Path:
+    """Write a benchmark table to ``path`` atomically (a temporary file beside it, then a rename), creating
+    the folder; a run killed mid-write leaves the previous table, never half of a new one."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,6 +35,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 from hf_compress import get_asset, head_importance, prune_heads, select_heads  # noqa: E402
 from hf_compress.assets import load_snli  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
+    write_report,
     checkpoint_bytes, embedding_cosine, mean_pooled, param_count, perplexity, tokenize_batches, wiki_texts)
 from hf_compress.surgery.head_export import layer_head_counts  # noqa: E402
 
@@ -164,13 +164,9 @@ def main(argv=None) -> int:
     lines = bench_minilm(args) + [""] + bench_smollm2(args)
     table = "\n".join(lines)
     print(table)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
     flag = " --quick" if args.quick else ""
-    tmp.write_text(f"# Attention-head pruning{' (--quick)' if args.quick else ''}\n\n"
-                   f"`HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_heads.py{flag}`\n\n{table}\n")
-    tmp.replace(out)
+    write_report(args.output, f"# Attention-head pruning{' (--quick)' if args.quick else ''}\n\n"
+                 f"`HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_heads.py{flag}`\n\n{table}\n")
     return 0
 
 

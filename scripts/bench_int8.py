@@ -19,7 +19,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -29,6 +28,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 
 from hf_compress import get_asset, quantize_int8  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
+    write_report,
     checkpoint_bytes,
     embedding_cosine,
     latency_side_by_side,
@@ -253,8 +253,7 @@ def main(argv=None) -> int:
         )
         sections += [f"## {title}\n", table(kind, rows, shapes) + "\n"]
         print("\n".join(sections[-2:]), flush=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(sections))
+    write_report(args.output, "\n".join(sections))
     print(f"wrote {args.output}")
     return 0
 

@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_compress import get_asset, layer_importance, select_layers, student_from_teacher
 from hf_compress.assets import load_python_docs
 from hf_compress.evaluation import (
+    write_report,
     latency_side_by_side,
     param_count,
     perplexity,
@@ -126,13 +126,9 @@ def main(argv=None) -> int:
     lines += ["", f"block_influence scores: {[round(s, 3) for s in influence]}"]
     table = "\n".join(lines)
     print(table)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
     flag = " --quick" if args.quick else ""
     command = f"HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_layers.py{flag}"
-    tmp.write_text(f"# Layer dropping{flag}\n\n`{command}`\n\n{table}\n")
-    tmp.replace(out)
+    write_report(args.output, f"# Layer dropping{flag}\n\n`{command}`\n\n{table}\n")
     return 0
 
 

@@ -40,7 +40,7 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from hf_compress.evaluation import accuracy, checkpoint_bytes, latency_side_by_side, param_count  # noqa: E402
+from hf_compress.evaluation import accuracy, checkpoint_bytes, latency_side_by_side, param_count, write_report  # noqa: E402
 
 logger = logging.getLogger("bench_snli")
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,10 +447,7 @@ def main(argv=None) -> int:
     table = render(rows, notes, settings, model_name, len(labels), time.perf_counter() - t_start)
     print(table)
     out = Path(args.output) if args.output else ROOT / "benchmarks" / "snli.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(table)
-    os.replace(tmp, out)
+    write_report(out, table)
     logger.warning("wrote %s", out)
     return 0
 

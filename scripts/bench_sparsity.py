@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hf_compress import get_asset, sparsify, sparsity_report  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
+    write_report,
     latency_side_by_side,
     perplexity,
     tokenize_batches,
@@ -55,8 +56,7 @@ def write_table(path: Path, cmd: str, header: str, rows: list, latency: dict, re
                   f"{latency['dense'] * 1e3:.1f} ms, 50% sparse {latency['wanda 50%'] * 1e3:.1f} ms "
                   f"(dense kernels: zeros are not skipped)."]
     table = "\n".join(lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Sparsity: magnitude vs Wanda on SmolLM2-135M\n\n`{cmd}`\n\n{table}\n")
+    write_report(path, f"# Sparsity: magnitude vs Wanda on SmolLM2-135M\n\n`{cmd}`\n\n{table}\n")
     return table
 
 

@@ -17,7 +17,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,7 +26,7 @@ from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from hf_compress import DistillationArguments, DistillationTrainer, get_asset, student_from_teacher  # noqa: E402
 from hf_compress.distillation.losses import hidden_cosine, hidden_mse  # noqa: E402
-from hf_compress.evaluation import embedding_cosine, param_count, tokenize_batches, wiki_texts  # noqa: E402
+from hf_compress.evaluation import embedding_cosine, param_count, tokenize_batches, wiki_texts, write_report  # noqa: E402
 
 logger = logging.getLogger("distill_minilm")
 KEEP = [0, 2, 5]
@@ -120,8 +119,7 @@ def main(argv=None) -> int:
     ]
     table = "\n".join(lines)
     print(table)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(table + "\n")
+    write_report(args.output, table + "\n")
     logger.info("student saved to %s; table written to %s", save_dir, args.output)
     return 0 if after["mse"] < before["mse"] else 1
 

@@ -67,3 +67,17 @@ def test_accuracy_and_agreement(batch):
         ev.accuracy([1, 2], [1])
     model = tiny_model("bert", "masked-lm")
     assert ev.teacher_agreement(model, model, [batch]) == 1.0
+
+
+def test_write_report_replaces_atomically_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "bench" / "table.md"
+    ev.write_report(target, "| a |\n")
+    assert target.read_text() == "| a |\n"
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        ev.write_report(target, "| b |\n")
+    assert target.read_text() == "| a |\n" and sorted(p.name for p in target.parent.iterdir()) == ["table.md"]
