@@ -66,32 +66,29 @@ def _qkv_rows(heads: list[int], groups: list[int], d: int, n_heads: int, n_kv: i
     return torch.cat([head_rows(heads, d), head_rows(groups, d, q_end), head_rows(groups, d, k_end)])
 
 
-def _slice_layer(model, layer, heads: list[int], groups: list[int], n_heads: int, n_kv: int) -> None:
-    """Keep query ``heads`` and key/value ``groups`` of one layer (current numbering), physically."""
+def _edit_layer(model, layer, heads, groups, n_heads, n_kv, on_rows, on_cols) -> None:
+    """Apply ``on_rows`` to the q rows of query ``heads`` and the k/v rows of key/value ``groups``, and
+    ``on_cols`` to the matching columns of the output projection, of one layer (current numbering)."""
     d = arch.head_dim(model)
     qkv_list, fused, o = _projections(model, layer)
     if fused is not None:
-        keep_out_rows(fused, _qkv_rows(heads, groups, d, n_heads, n_kv))
+        on_rows(fused, _qkv_rows(heads, groups, d, n_heads, n_kv))
     else:
         q, k, v = qkv_list
-        keep_out_rows(q, head_rows(heads, d))
-        keep_out_rows(k, head_rows(groups, d))
-        keep_out_rows(v, head_rows(groups, d))
-    keep_in_cols(o, head_rows(heads, d))
+        on_rows(q, head_rows(heads, d))
+        on_rows(k, head_rows(groups, d))
+        on_rows(v, head_rows(groups, d))
+    on_cols(o, head_rows(heads, d))
+
+
+def _slice_layer(model, layer, heads: list[int], groups: list[int], n_heads: int, n_kv: int) -> None:
+    """Keep query ``heads`` and key/value ``groups`` of one layer, physically."""
+    _edit_layer(model, layer, heads, groups, n_heads, n_kv, keep_out_rows, keep_in_cols)
 
 
 def _zero_layer(model, layer, heads: list[int], groups: list[int], n_heads: int, n_kv: int) -> None:
     """Zero query ``heads`` (q rows, o columns) and key/value ``groups`` (k/v rows) of one layer."""
-    d = arch.head_dim(model)
-    qkv_list, fused, o = _projections(model, layer)
-    if fused is not None:
-        zero_out_rows(fused, _qkv_rows(heads, groups, d, n_heads, n_kv))
-    else:
-        q, k, v = qkv_list
-        zero_out_rows(q, head_rows(heads, d))
-        zero_out_rows(k, head_rows(groups, d))
-        zero_out_rows(v, head_rows(groups, d))
-    zero_in_cols(o, head_rows(heads, d))
+    _edit_layer(model, layer, heads, groups, n_heads, n_kv, zero_out_rows, zero_in_cols)
 
 
 def _set_attention_attrs(model, layer, **values) -> None:
