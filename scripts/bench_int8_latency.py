@@ -1,5 +1,5 @@
-"""Latency only, MiniLM-L6 at 1x128 and 8x128: fp32, bf16, our W8A16 / W8A8 (compiled, fused or not) and
-torch.ao's quantize_dynamic, interleaved in one process (medians). This produced the "quiet-machine latency"
+"""Latency only, MiniLM-L6 at 1x128 and 8x128: fp32, bf16, our W8A16 / W8A8 (eager with fusions, block-compiled) and
+torch.ao's quantize_dynamic, and fp32 under the same torch.compile, interleaved in one process (medians). This produced the "quiet-machine latency"
 table of benchmarks/int8.md; run it on an otherwise idle machine.
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_int8_latency.py [--repeats 15]
@@ -23,17 +23,22 @@ from hf_compress.evaluation import latency_side_by_side, wiki_texts  # noqa: E40
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     folder = get_asset("minilm")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     base = AutoModel.from_pretrained(folder).eval()
+    compiled_fp32 = copy.deepcopy(base)
+    compiled_fp32.encoder.compile(dynamic=True)  # the same block-level compile as ours, without int8
     models = {
         "fp32": base,
         "bf16": copy.deepcopy(base).to(torch.bfloat16),
         "ours w8a16": quantize_int8(copy.deepcopy(base), mode="w8a16"),
-        "ours w8a8 (compiled, fused)": quantize_int8(copy.deepcopy(base), mode="w8a8", compile=True),
-        "ours w8a8 (compiled, no fusions)": quantize_int8(copy.deepcopy(base), mode="w8a8", compile=True,
-                                                          fuse=False),
+        "fp32 torch.compile": compiled_fp32,
+        "ours w8a8 (eager, fused)": quantize_int8(copy.deepcopy(base), mode="w8a8"),
+        "ours w8a8 (compiled)": quantize_int8(copy.deepcopy(base), mode="w8a8", compile=True),
         "torch.ao quantize_dynamic": quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8),
     }
     texts = wiki_texts("heldout", n=16)

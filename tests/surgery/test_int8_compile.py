@@ -1,0 +1,97 @@
+"""Block-level torch.compile of int8 models (hf_compress.surgery.int8_compile)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from tiny_models import tiny_batch, tiny_model
+
+from hf_compress import quantize_int8
+from hf_compress.surgery import int8_compile
+from hf_compress.surgery.int8_compile import compile_int8, is_compiled, uncompile_int8
+from hf_compress.surgery.int8_layer import Int8Linear
+
+
+@pytest.mark.parametrize(
+    "model_type, expected",
+    [("bert", ["encoder"]), ("distilbert", ["transformer"]), ("llama", [f"layers.{i}" for i in range(4)]),
+     ("gpt2", [f"h.{i}" for i in range(4)])],
+)
+def test_compiles_the_block_loop_for_encoders_and_each_block_for_decoders(model_type, expected):
+    assert [n for n, _ in int8_compile._compile_targets(tiny_model(model_type))] == expected
+
+
+def test_a_failed_compile_warns_once_and_runs_eagerly(monkeypatch, caplog):
+    model = quantize_int8(tiny_model("llama", "causal-lm"), mode="w8a8", fuse=False).eval()
+    batch = tiny_batch()
+    with torch.inference_mode():
+        reference = model(**batch).logits
+    calls = []
+
+    def broken_compile(fn, dynamic=None, options=None):
+        def compiled(*args, **kwargs):
+            calls.append(1)
+            raise torch._dynamo.exc.BackendCompilerFailed("inductor", RuntimeError("no C compiler"))
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    compile_int8(model)
+    assert is_compiled(model)
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        out = model(**batch).logits
+        again = model(**batch).logits
+    torch.testing.assert_close(out, reference, rtol=0, atol=0)
+    torch.testing.assert_close(again, reference, rtol=0, atol=0)
+    assert len(calls) == 4  # each block tried its compiled call once, then fell back for good
+    assert sum("running it eagerly" in r.message for r in caplog.records) == 4
+    assert not is_compiled(model)
+
+
+def test_caller_errors_after_a_successful_compile_are_not_swallowed(monkeypatch):
+    model = quantize_int8(tiny_model("bert"), mode="w8a8", fuse=False).eval()
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic=None, options=None: fn)  # "compiles" to the eager call
+    compile_int8(model)
+    with torch.inference_mode():
+        model(**tiny_batch())
+        with pytest.raises(Exception):
+            model.encoder(torch.zeros(2, 3, 7))  # wrong hidden width: the caller's error surfaces
+    assert is_compiled(model)
+    uncompile_int8(model)
+    assert not is_compiled(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama"])
+def test_compiled_int8_model_matches_eager_and_saves_the_same_checkpoint(model_type, tmp_path):
+    task = "base" if model_type == "bert" else "causal-lm"
+    base = tiny_model(model_type, task).eval()
+    eager = quantize_int8(tiny_model(model_type, task).eval(), mode="w8a8", fuse=False)
+    compiled = quantize_int8(base, mode="w8a8", compile=True)
+    assert is_compiled(compiled)
+    assert not any(m.use_compile for m in compiled.modules() if isinstance(m, Int8Linear))
+    batch = tiny_batch()
+    with torch.inference_mode():
+        for rows in (batch, {k: v[:1] for k, v in batch.items()}):  # a second shape: dynamic, no error
+            ref = eager(**rows)[0]
+            out = compiled(**rows)[0]
+            # same int8 arithmetic; a fused reduction may round a rare activation tie the other way
+            torch.testing.assert_close(out, ref, rtol=0, atol=2e-2 * ref.abs().max().item())
+    assert is_compiled(compiled)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_compiled_llama_generates_the_same_tokens():
+    eager = quantize_int8(tiny_model("llama", "causal-lm").eval(), mode="w8a8", fuse=False)
+    compiled = quantize_int8(tiny_model("llama", "causal-lm").eval(), mode="w8a8", compile=True)
+    prompt = tiny_batch()["input_ids"][:1, :5]
+    with torch.inference_mode():
+        want = eager.generate(prompt, max_new_tokens=6, do_sample=False)
+        got = compiled.generate(prompt, max_new_tokens=6, do_sample=False)
+    assert torch.equal(got, want)
+    assert is_compiled(compiled)  # it ran compiled, it did not fall back
