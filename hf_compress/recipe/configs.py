@@ -205,7 +205,7 @@ class QuantizeInt8Config:
     mode: str = "w8a8"
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
     method: str = "rtn"
-    smoothquant: float | None = None
+    smoothquant: float | str | None = None  # an alpha in (0, 1), "auto" (searched per group) or null
     gptq_damp: float = 0.01
     gptq_block: int = 128
     quantize_lm_head: bool = False

@@ -7,7 +7,7 @@ Weights are symmetric per-output-channel int8 ``[out, in]`` with a ``[out, 1]`` 
 compressed-tensors' rule). ``w8a8`` quantizes each token's activations to int8 at run time and multiplies
 with ``torch._int_mm`` (int32 accumulation); ``w8a16`` multiplies 16-bit activations with the int8 weight
 (``aten._weight_int8pack_mm`` for a few rows on CPU, else a bf16/fp16 product). ``method="gptq"`` and
-``smoothquant=alpha`` change how the int8 values are chosen, never the format.
+``smoothquant=alpha`` (or ``"auto"``) change how the int8 values are chosen, never the format.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class Int8Config:
             weight is tied to another module, e.g. an embedding) stays float unless ``quantize_lm_head``.
         method: ``"rtn"`` (round to nearest) or ``"gptq"`` (needs ``calibration``).
         calibration: model-input batches (dicts) for GPTQ / SmoothQuant.
-        smoothquant: SmoothQuant migration strength alpha in (0, 1), or None (off); ``w8a8`` only.
+        smoothquant: SmoothQuant migration strength alpha in (0, 1); ``"auto"`` to pick each smoothing
+            group's alpha (or none) by the W8A8 output error on the calibration inputs; or None (off).
+            ``w8a8`` only (:mod:`hf_compress.surgery.smoothquant`).
         gptq_damp: GPTQ damping as a fraction of the mean Hessian diagonal; gptq_block: columns per block.
         compile: run the int8 kernels through ``torch.compile`` (fuses quantize / matmul / rescale).
         fuse: multiply layers that read the same input (q/k/v, gate/up) as one, and apply an MLP's GELU
@@ -68,7 +70,7 @@ class Int8Config:
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
     method: str = "rtn"
     calibration: list | None = None
-    smoothquant: float | None = None
+    smoothquant: float | str | None = None
     gptq_damp: float = 0.01
     gptq_block: int = 128
     compile: bool = False
@@ -85,9 +87,11 @@ class Int8Config:
         if self.smoothquant is not None:
             if self.mode != "w8a8":
                 raise QuantizationError(f"`smoothquant` only applies to mode='w8a8', got mode={self.mode!r}")
-            if not 0.0 < float(self.smoothquant) < 1.0:
+            sq = self.smoothquant
+            is_alpha = isinstance(sq, (int, float)) and not isinstance(sq, bool) and 0.0 < sq < 1.0
+            if not (is_alpha or sq == "auto"):
                 raise QuantizationError(
-                    f"`smoothquant` must be an alpha in (0, 1) or None, got {self.smoothquant!r}"
+                    f"`smoothquant` must be an alpha in (0, 1), 'auto' or None, got {sq!r}"
                 )
         if (self.method == "gptq" or self.smoothquant is not None) and not self.calibration:
             raise QuantizationError(
@@ -155,7 +159,7 @@ def quantize_int8(model: nn.Module, config: Int8Config | None = None, **kwargs) 
     if config.smoothquant is not None:
         from .smoothquant import smooth_model
 
-        smooth_model(model, targets, config.calibration, alpha=float(config.smoothquant))
+        smooth_model(model, targets, config.calibration, alpha=config.smoothquant)
     quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if config.method == "gptq":
         from .gptq import gptq_quantize_model

@@ -11,7 +11,9 @@ from hf_compress.surgery.int8_format import quantize_per_channel
 from hf_compress.surgery.gptq import collect_hessians, gptq_quantize_weight
 from hf_compress.surgery.int8 import find_targets
 from hf_compress.surgery.int8_kernels import quantize_tokens
-from hf_compress.surgery.smoothquant import smooth_model, smoothing_factors
+from hf_compress.surgery.int8 import Int8Config
+from hf_compress.surgery.smoothquant import smooth_model, smoothing_factors, smoothing_groups
+from hf_compress.surgery.smoothquant_search import TokenSampler, search_alpha, w8a8_error
 
 
 def _correlated_inputs(n=512, k=64, seed=0):
@@ -82,7 +84,7 @@ def test_smoothquant_folding_preserves_float_model_and_flattens_activations(mode
     reader = next(n for n in targets if ("q_proj" in n or "c_attn" in n) and ".0." in n)
     before = _act_quant_error(model, targets[reader], calib[0])
     groups = smooth_model(model, targets, calib, alpha=0.5)
-    assert groups == 2 * 4
+    assert groups == {"llama": 3, "gpt2": 2}[model_type] * 4  # gpt2: no up -> down group (GELU between)
     with torch.no_grad():
         out = model(**calib[0]).logits
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
@@ -109,3 +111,126 @@ def test_smoothquant_w8a8_end_to_end_and_bert_refused():
     assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 28
     with pytest.raises(QuantizationError, match="pre-norm"):
         quantize_int8(tiny_model("bert"), mode="w8a8", smoothquant=0.5, calibration=calib)
+
+
+def _outlier_llama(seed=0):
+    """A tiny llama whose attention-input norm and up projection each carry one outlier channel."""
+    model = tiny_model("llama", seed=seed)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.input_layernorm.weight[3] *= 20
+            layer.mlp.up_proj.weight[5] *= 20  # row 5 of up's output = column 5 of down's input
+    return model
+
+
+@pytest.mark.parametrize("model_type", ["llama", "phi3", "gpt2"])
+@pytest.mark.parametrize("alpha", [0.5, "auto"])
+def test_all_smoothing_groups_fold_without_changing_float_model(model_type, alpha):
+    calib = [tiny_batch(batch_size=4, seq_len=16, seed=i) for i in range(2)]
+    model = tiny_model(model_type)
+    with torch.no_grad():
+        for p in model.parameters():  # non-trivial norms and biases
+            if p.dim() == 1:
+                p.mul_(1 + 3 * torch.rand(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        ref = model(**calib[0]).logits
+    targets = find_targets(model, ["lm_head"])
+    groups = smoothing_groups(model, targets)
+    down = [g for g in groups if any(r.endswith("down_proj") for r in g.readers)]
+    assert len(down) == (0 if model_type == "gpt2" else 4)
+    if model_type == "phi3":  # fused gate_up: only the up half of its rows feeds down_proj
+        assert down[0].rows == slice(64, None)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    assert smooth_model(model, targets, calib, alpha=alpha) == len(groups)
+    with torch.no_grad():
+        out = model(**calib[0]).logits
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    if alpha == 0.5 and model_type != "gpt2":  # up -> down really folded: down's columns changed
+        name = next(n for n in before if n.endswith("layers.0.mlp.down_proj.weight"))
+        assert not torch.equal(dict(model.named_parameters())[name], before[name])
+
+
+def test_ignored_reader_skips_its_group():
+    model = tiny_model("llama")
+    targets = find_targets(model, ["lm_head", "re:.*down_proj$"])
+    groups = smoothing_groups(model, targets)
+    assert len(groups) == 2 * 4 and not any("down_proj" in r for g in groups for r in g.readers)
+
+
+def _group_inputs(model, targets, group, batches):
+    sampler = TokenSampler(per_batch=10_000)
+    module = targets[group.readers[0]]
+    handle = module.register_forward_pre_hook(lambda _m, a: sampler.add(a[0].reshape(-1, a[0].shape[-1])))
+    with torch.no_grad():
+        for b in batches:
+            model(**b)
+    handle.remove()
+    return sampler
+
+
+@pytest.mark.parametrize("path", ["self_attn.q_proj", "mlp.down_proj"])
+def test_alpha_search_beats_fixed_alpha_and_no_smoothing(path):
+    calib = [tiny_batch(batch_size=4, seq_len=16, seed=i, padded=False) for i in range(2)]
+    model = _outlier_llama()
+    targets = find_targets(model, ["lm_head"])
+    group = next(g for g in smoothing_groups(model, targets) if g.readers[0].endswith(f"0.{path}"))
+    sampler = _group_inputs(model, targets, group, calib)
+    x, weights = sampler.tokens(), [targets[n].weight.detach() for n in group.readers]
+    best, s, errors = search_alpha(x, sampler.absmax, weights, smoothing_factors)
+    assert errors[best] == min(errors.values()) and errors[best] <= errors[0.5]
+    assert errors[best] < errors[None]  # strictly better than round-to-nearest without smoothing
+    assert w8a8_error(x, weights, s) == pytest.approx(errors[best])
+    # the error at s = 1 is the one of the int8 layers the model really runs
+    with torch.no_grad():
+        rtn = sum(float((Int8Linear.from_float(targets[n], "w8a8")(x) - targets[n](x)).pow(2).sum())
+                  for n in group.readers)
+    assert errors[None] == pytest.approx(rtn, rel=1e-4)
+
+
+def test_token_sampler_caps_kept_tokens_but_sees_every_absmax():
+    sampler = TokenSampler(per_batch=10)
+    for i in range(3):
+        x = torch.randn(100, 6)
+        x[7, 2] = 50.0 + i  # in every batch, a row the subsample will usually miss
+        sampler.add(x)
+    assert sampler.tokens().shape == (30, 6) and sampler.absmax[2] == 52.0
+
+
+def test_smoothquant_auto_save_load_identical_logits(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    calib = [tiny_batch(batch_size=4, seq_len=16, seed=i) for i in range(2)]
+    model = quantize_int8(_outlier_llama(), mode="w8a8", smoothquant="auto", calibration=calib)
+    batch = tiny_batch()
+    with torch.no_grad():
+        ref = model(**batch).logits
+    model.save_pretrained(tmp_path / "auto")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "auto").eval()
+    assert sum(isinstance(m, Int8Linear) for m in reloaded.modules()) == 28
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, ref)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [("autox", "'autox'"), (True, "True"), (0.0, "got 0.0"), (1.0, "got 1.0"), ("0.5", "'0.5'")],
+)
+def test_smoothquant_value_validation(value, match):
+    allowed = r"`smoothquant` must be an alpha in \(0, 1\), 'auto' or None"
+    with pytest.raises(QuantizationError, match=rf"{allowed}.*{match}"):
+        Int8Config(smoothquant=value, calibration=[{}])
+    with pytest.raises(QuantizationError, match="mode='w8a8'"):
+        Int8Config(mode="w8a16", smoothquant="auto", calibration=[{}])
+    with pytest.raises(QuantizationError, match="calibration"):
+        Int8Config(smoothquant="auto")
+    assert Int8Config(smoothquant="auto", calibration=[{}]).smoothquant == "auto"
+
+
+def test_recipe_accepts_auto_and_rejects_bad_values():
+    from hf_compress.errors import RecipeError
+    from hf_compress.recipe.build import build_dataclass
+    from hf_compress.recipe.configs import QuantizeInt8Config
+
+    stage = build_dataclass(QuantizeInt8Config, {"smoothquant": "auto", "method": "gptq"}, "stages[0]")
+    assert stage.needs_calibration and stage.part_config(calibration=[{}]).smoothquant == "auto"
+    with pytest.raises(RecipeError, match="'often'"):
+        build_dataclass(QuantizeInt8Config, {"smoothquant": "often"}, "stages[0]")
