@@ -26,8 +26,15 @@ test-slow: $(STAMP)
 bench-snli: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_snli.py
 
+# torchao / optimum-quanto baselines run from a side venv that sees ours through a .pth file: in the main
+# venv, transformers would import torchao on every model load.
+BASE_VENV ?= /tmp/hf_compress_basevenv
 bench-int8: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) scripts/bench_int8.py
+	test -x $(BASE_VENV)/bin/python || $(PYTHON) -m venv $(BASE_VENV)
+	$(PY) -c "import site; print(site.getsitepackages()[0])" \
+		> "$$($(BASE_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hf_compress_main.pth"
+	$(BASE_VENV)/bin/python -m pip install -q --no-deps torchao==0.18.0 optimum-quanto==0.2.7
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) $(BASE_VENV)/bin/python scripts/bench_int8.py
 
 # compressed-tensors lives in a side environment (installed next to our loader it would take over
 # from_pretrained); this checks our int8 checkpoints tensor by tensor against what that library writes.

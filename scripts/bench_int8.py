@@ -6,8 +6,11 @@ optimum-quanto), measured side by side in one process: checkpoint bytes (``save_
 latency at batch 1x128 and 8x128 tokens (SmolLM2 also 1x1, a decode-shaped step), and quality
 (MiniLM: mean-pooled embedding cosine to fp32; SmolLM2: held-out Wikipedia perplexity).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_int8.py            # full run, writes benchmarks/int8.md
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_int8.py --quick    # a short run
+    make bench-int8        # full run with every baseline (torchao and optimum-quanto in a side venv)
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_int8.py --quick --baselines torch.ao   # a short run
+
+torchao and optimum-quanto live in a side venv that sees ours (``make bench-int8`` builds it): installed in
+the main one, transformers imports torchao on every model load.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hf_compress import get_asset, quantize_int8  # noqa: E402
+from hf_compress.surgery.int8_compile import compile_int8  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
     write_report,
     checkpoint_bytes,
@@ -61,6 +65,7 @@ def _torchao(config_name):
             getattr(tq, config_name)(),
             filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and not fqn.endswith("lm_head"),
         )
+        model.compile(dynamic=True)  # torchao's int8 tensor subclasses are meant to run under torch.compile
         return model
 
     return build
@@ -76,22 +81,38 @@ def _quanto_w8(model):
 
 BASELINES = {
     "torch.ao": ("torch.ao quantize_dynamic", _torch_ao_dynamic),
-    "torchao-w8a8": ("torchao int8 dyn-act+weight", _torchao("Int8DynamicActivationInt8WeightConfig")),
-    "torchao-w8": ("torchao int8 weight-only", _torchao("Int8WeightOnlyConfig")),
+    "torchao-w8a8": (
+        "torchao int8 dyn-act+weight (torch.compile)",
+        _torchao("Int8DynamicActivationInt8WeightConfig"),
+    ),
+    "torchao-w8": ("torchao int8 weight-only (torch.compile)", _torchao("Int8WeightOnlyConfig")),
     "quanto-w8": ("optimum-quanto qint8 weights", _quanto_w8),
 }
 
 
-def build_variants(base: nn.Module, calibration: list[dict], baselines: list[str]) -> dict[str, tuple]:
+def build_variants(
+    base: nn.Module, calibration: list[dict], baselines: list[str], smoothable: bool = False
+) -> dict[str, tuple]:
     """name -> (model, note). Each variant quantizes its own deep copy of ``base``."""
     out: dict[str, tuple] = {"fp32": (base, "reference")}
     out["bf16"] = (copy.deepcopy(base).to(torch.bfloat16), "all weights and activations bf16")
+    fp32_compiled = copy.deepcopy(base)
+    compile_int8(fp32_compiled)  # the same block-level torch.compile as "compiled" below, without int8
+    out["fp32 torch.compile"] = (fp32_compiled, "baseline: our compile, no quantization")
     recipes = {
         "ours w8a16": dict(mode="w8a16"),
+        "ours w8a16 (compiled)": dict(mode="w8a16", compile=True),
         "ours w8a8 (eager)": dict(mode="w8a8"),
-        "ours w8a8": dict(mode="w8a8", compile=True),
-        "ours w8a8+gptq": dict(mode="w8a8", compile=True, method="gptq", calibration=calibration),
+        "ours w8a8 (compiled)": dict(mode="w8a8", compile=True),
+        "ours w8a8+gptq (compiled)": dict(mode="w8a8", compile=True, method="gptq", calibration=calibration),
     }
+    if smoothable:
+        recipes["ours w8a8+smoothquant auto (compiled)"] = dict(
+            mode="w8a8", compile=True, smoothquant="auto", calibration=calibration
+        )
+        recipes["ours w8a8+smoothquant auto+gptq (compiled)"] = dict(
+            mode="w8a8", compile=True, smoothquant="auto", method="gptq", calibration=calibration
+        )
     for name, kwargs in recipes.items():
         start = time.perf_counter()
         out[name] = (
@@ -101,7 +122,8 @@ def build_variants(base: nn.Module, calibration: list[dict], baselines: list[str
     for key in baselines:
         name, build = BASELINES[key]
         try:
-            out[name] = (build(copy.deepcopy(base)), "outside baseline, eager")
+            note = "outside baseline, torch.compile" if "compile" in name else "outside baseline, eager"
+            out[name] = (build(copy.deepcopy(base)), note)
         except Exception as exc:  # an outside package missing or broken: report, do not stop
             logger.warning("baseline %s failed: %s", name, exc)
     return out
@@ -158,10 +180,11 @@ def run_model(kind: str, args) -> tuple[list[dict], list[str]]:
     calib_texts = wiki_texts("calibration", n=64 if args.quick else 128)
     calibration = tokenize_batches(tok, calib_texts, batch_size=8, max_length=128 if args.quick else 256)
     calibration = calibration[: 2 if args.quick else 8]
-    models = build_variants(base, calibration, args.baselines)
+    models = build_variants(base, calibration, args.baselines, smoothable=kind == "smollm2")
     texts = wiki_texts("heldout", n=64)
     shapes = {"1x128": _inputs(tok, texts, 1, 128), "8x128": _inputs(tok, texts, 8, 128)}
-    if kind == "smollm2":
+    if kind == "smollm2":  # prefill as generate() runs it: logits of the last position only
+        shapes = {s: {**v, "logits_to_keep": 1} for s, v in shapes.items()}
         shapes = {"1x1": {"input_ids": shapes["1x128"]["input_ids"][:, :1]}, **shapes}
     with torch.inference_mode():
         lat, slow = measure(models, shapes, args.repeats)
@@ -249,7 +272,8 @@ def main(argv=None) -> int:
         title = (
             "MiniLM-L6 (all-MiniLM-L6-v2)"
             if kind == "minilm"
-            else "SmolLM2-135M-Instruct (tied lm_head stays fp32)"
+            else "SmolLM2-135M-Instruct (tied lm_head stays fp32; latency of prefill as generate() runs it, "
+            "logits of the last position only)"
         )
         sections += [f"## {title}\n", table(kind, rows, shapes) + "\n"]
         print("\n".join(sections[-2:]), flush=True)

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
+from ..arch import get_arch
 from ..errors import QuantizationError, UnsupportedArchitectureError
 from .int8_format import (
     MODES,
@@ -60,9 +61,11 @@ class Int8Config:
             group's alpha (or none) by the W8A8 output error on the calibration inputs; or None (off).
             ``w8a8`` only (:mod:`hf_compress.surgery.smoothquant`).
         gptq_damp: GPTQ damping as a fraction of the mean Hessian diagonal; gptq_block: columns per block.
-        compile: run the int8 kernels through ``torch.compile`` (fuses quantize / matmul / rescale).
-        fuse: multiply layers that read the same input (q/k/v, gate/up) as one, and apply an MLP's GELU
-            in the int8 rescale pass (:mod:`hf_compress.surgery.int8_fusion`; the state dict is unchanged).
+        compile: ``torch.compile`` the model's transformer blocks (:mod:`.int8_compile`) so inductor fuses
+            the int8 quantize / rescale passes with bias, residual, norm and activation; for an architecture
+            the table does not know, each int8 kernel is compiled instead. The state dict is unchanged.
+        fuse: (eager, ``compile=False``) multiply layers that read the same input (q/k/v, gate/up) as one,
+            and apply an MLP's GELU in the int8 rescale pass (:mod:`.int8_fusion`; state dict unchanged).
         quantize_lm_head: also quantize the output projection (untied only).
     """
 
@@ -134,6 +137,14 @@ def fuse_if_known(model: nn.Module) -> dict[str, int]:
         return {}
 
 
+def _known_arch(model: nn.Module) -> bool:
+    try:
+        get_arch(model)
+    except UnsupportedArchitectureError:
+        return False
+    return True
+
+
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -167,12 +178,17 @@ def quantize_int8(model: nn.Module, config: Int8Config | None = None, **kwargs) 
         quantized = gptq_quantize_model(
             model, targets, config.calibration, config.gptq_damp, config.gptq_block
         )
+    compile_blocks = config.compile and _known_arch(model)
     for name, module in targets.items():
         qweight, scale = quantized.get(name, (None, None))
         layer = Int8Linear.from_float(module, config.mode, qweight, scale)
-        layer.use_compile = config.compile
+        layer.use_compile = config.compile and not compile_blocks  # unknown layout: compile each kernel
         _set_module(model, name, layer)
-    if config.fuse:
+    if compile_blocks:  # inductor fuses across whole blocks: the eager-only fusions would only get in the way
+        from .int8_compile import compile_int8
+
+        compile_int8(model)
+    elif config.fuse:
         fuse_if_known(model)
     skipped = sorted(
         n
