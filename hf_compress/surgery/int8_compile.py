@@ -19,6 +19,7 @@ A failure to compile (no C compiler, an inductor bug) logs a warning once and ru
 from __future__ import annotations
 
 import logging
+import types
 
 import torch
 import torch.nn as nn
@@ -61,9 +62,22 @@ def _options() -> dict:
     return {k: v for k, v in _INDUCTOR_OPTIONS.items() if hasattr(inductor_config, k)}
 
 
+def _own_entry(module: nn.Module, name: str):
+    """A function calling ``module`` whose code object is its own. Dynamo keeps its compiled variants per
+    code object with a limit of 8 (``recompile_limit``): blocks sharing ``_call_impl`` would share that
+    budget, and with a KV cache each block needs its own variants (they guard on ``layer_idx``): past the
+    8th block of SmolLM2's 30 the rest silently ran eagerly."""
+
+    def entry(*args, **kwargs):
+        return module._call_impl(*args, **kwargs)
+
+    code = entry.__code__.replace(co_name=f"hf_compress_compiled_{name.replace('.', '_') or 'model'}")
+    return types.FunctionType(code, entry.__globals__, code.co_name, entry.__defaults__, entry.__closure__)
+
+
 def _guarded(module: nn.Module, name: str, dynamic: bool):
     """``module``'s compiled call; on a compile failure, one warning and eager calls from then on."""
-    compiled = torch.compile(module._call_impl, dynamic=dynamic, options=_options())
+    compiled = torch.compile(_own_entry(module, name), dynamic=dynamic, options=_options())
     state = {"succeeded": False}
 
     def call(*args, **kwargs):

@@ -95,3 +95,19 @@ def test_compiled_llama_generates_the_same_tokens():
         got = compiled.generate(prompt, max_new_tokens=6, do_sample=False)
     assert torch.equal(got, want)
     assert is_compiled(compiled)  # it ran compiled, it did not fall back
+
+
+@pytest.mark.slow
+def test_every_block_of_a_deep_decoder_runs_compiled():
+    """Blocks share their forward code: without a code object of their own, dynamo's recompile limit (8)
+    would leave every block after the 8th running eagerly, silently."""
+    layers = 10
+    model = quantize_int8(tiny_model("llama", "causal-lm", num_hidden_layers=layers).eval(), mode="w8a8",
+                          compile=True)
+    torch._dynamo.reset()
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    prompt = tiny_batch()["input_ids"][:1, :5]
+    with torch.inference_mode():
+        model.generate(prompt, max_new_tokens=3, do_sample=False)
+    compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+    assert compiled_graphs >= layers  # at least one graph per block
