@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -111,3 +112,21 @@ def test_every_block_of_a_deep_decoder_runs_compiled():
         model.generate(prompt, max_new_tokens=3, do_sample=False)
     compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
     assert compiled_graphs >= layers  # at least one graph per block
+
+
+def test_a_deep_copy_of_a_compiled_model_runs_its_own_weights(monkeypatch):
+    """nn.Module drops ``_compiled_call_impl`` when copied: the copy runs eagerly on its own weights (a shared
+    compiled closure would silently run the original's)."""
+    monkeypatch.setattr(torch, "compile", lambda fn, dynamic=None, options=None: fn)  # eager stand-in
+    model = quantize_int8(tiny_model("bert"), mode="w8a8", fuse=False).eval()
+    compile_int8(model)
+    twin = copy.deepcopy(model)
+    assert is_compiled(model) and not is_compiled(twin)
+    with torch.no_grad():
+        for m in twin.modules():
+            if isinstance(m, Int8Linear) and m.bias is not None:
+                m.bias.add_(1.0)  # the copy's weights only
+    batch = tiny_batch()
+    with torch.inference_mode():
+        original, copied = model(**batch)[0], twin(**batch)[0]
+    assert not torch.allclose(original, copied)
