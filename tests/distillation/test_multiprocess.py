@@ -42,9 +42,13 @@ def _launch_two(out_dir: str) -> None:
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
                WORKER, out_dir]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
-        if os.path.exists(os.path.join(out_dir, "result.json")):
-            assert proc.returncode == 0, proc.stderr[-3000:]
+        result = os.path.join(out_dir, "result.json")
+        if proc.returncode == 0 and os.path.exists(result):
             return
+        # Once in a few runs here a child aborts (SIGABRT) at start-up or at gloo teardown, after rank 0 wrote
+        # its result: launch once more. A wrong result is not retried: the caller compares the numbers.
+        if os.path.exists(result):
+            os.remove(result)
         if attempt == 1:
             pytest.fail(f"accelerate launch failed twice (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
