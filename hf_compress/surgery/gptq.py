@@ -29,11 +29,14 @@ logger = logging.getLogger(__name__)
 def run_with_input_hooks(model: nn.Module, modules: dict[str, nn.Module], batches, on_input) -> None:
     """Run ``model(**batch)`` for each batch, calling ``on_input(name, x2d, source)`` with each module's
     input flattened to (tokens, in_features), padding tokens (attention_mask == 0) dropped; ``source`` is
-    the module's input tensor itself (siblings such as q/k/v receive the very same object)."""
+    the module's input tensor itself (siblings such as q/k/v receive the very same object). A module the
+    batches never reach is an error (its statistics would be missing)."""
     mask_holder: dict[str, torch.Tensor | None] = {"mask": None}
+    reached: set[str] = set()
 
     def make_hook(name):
         def hook(_module, args):
+            reached.add(name)
             x = args[0].detach()
             mask = mask_holder["mask"]
             if mask is not None and mask.shape == x.shape[:-1]:
@@ -54,6 +57,9 @@ def run_with_input_hooks(model: nn.Module, modules: dict[str, nn.Module], batche
     finally:
         for h in handles:
             h.remove()
+    missing = [n for n in modules if n not in reached]
+    if missing:
+        raise QuantizationError(f"calibration never reached layers {missing[:5]}; pass batches the model uses")
 
 
 def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches) -> dict[str, torch.Tensor]:
@@ -70,11 +76,6 @@ def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches) -
 
     run_with_input_hooks(model, modules, batches, on_input)
     last.clear()
-    missing = [n for n in modules if n not in sums]
-    if missing:
-        raise QuantizationError(
-            f"calibration never reached layers {missing[:5]}; pass batches the model uses"
-        )
     return {n: 2.0 * sums[n] / max(counts[n], 1) for n in sums}
 
 

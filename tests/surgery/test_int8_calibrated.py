@@ -234,3 +234,12 @@ def test_recipe_accepts_auto_and_rejects_bad_values():
     assert stage.needs_calibration and stage.part_config(calibration=[{}]).smoothquant == "auto"
     with pytest.raises(RecipeError, match="'often'"):
         build_dataclass(QuantizeInt8Config, {"smoothquant": "often"}, "stages[0]")
+
+
+def test_calibration_that_never_reaches_a_layer_is_an_error():
+    model = tiny_model("llama")
+    targets = find_targets(model, ["lm_head"])
+    detached = {**targets, "not.in.the.model": nn.Linear(32, 32)}  # never called by the forward pass
+    with pytest.raises(QuantizationError, match=r"never reached layers \['not.in.the.model'\]"):
+        collect_hessians(model, detached, [tiny_batch()])  # the check lives in run_with_input_hooks,
+    collect_hessians(model, targets, [tiny_batch()])  # which smooth_model shares; every real layer is reached
