@@ -21,6 +21,8 @@ __all__ = [
     "get_layers",
     "get_submodule",
     "head_dim",
+    "is_supported",
+    "layers_parent",
     "num_heads",
     "num_kv_heads",
     "num_layers",
@@ -193,6 +195,11 @@ def get_arch(model_or_config) -> ArchSpec:
         ) from None
 
 
+def is_supported(model_or_config) -> bool:
+    """True when the table has the model's family (:func:`get_arch` would not raise)."""
+    return _model_type(model_or_config) in ARCHITECTURES
+
+
 def get_submodule(root: nn.Module, path: str) -> nn.Module:
     """``root.get_submodule(path)`` with an error that names the path and the model class."""
     try:
@@ -213,12 +220,17 @@ def get_layers(model: nn.Module) -> nn.ModuleList:
     return get_submodule(_base(model), get_arch(model).layers)
 
 
+def layers_parent(model: nn.Module) -> tuple[str, nn.Module]:
+    """(path relative to the base model, module) of what holds the block list: ``("encoder", BertEncoder)``
+    for BERT; ``("", base model)`` where the base model holds it directly (Llama, GPT-2)."""
+    parent_path = get_arch(model).layers.rpartition(".")[0]
+    return parent_path, get_submodule(_base(model), parent_path) if parent_path else _base(model)
+
+
 def set_layers(model: nn.Module, layers: nn.ModuleList) -> None:
     """Replace the block list in place (does not touch the config: callers update it)."""
-    path = get_arch(model).layers
-    parent_path, _, name = path.rpartition(".")
-    parent = get_submodule(_base(model), parent_path) if parent_path else _base(model)
-    setattr(parent, name, layers)
+    _, parent = layers_parent(model)
+    setattr(parent, get_arch(model).layers.rpartition(".")[2], layers)
 
 
 def _config(model_or_config):

@@ -30,6 +30,15 @@ def test_unsupported_architecture_names_the_supported_list():
 
     with pytest.raises(UnsupportedArchitectureError, match="'t5'.*bert.*llama"):
         arch.get_arch(Cfg())
+    assert not arch.is_supported(Cfg()) and arch.is_supported(tiny_model("llama"))
+
+
+@pytest.mark.parametrize("model_type, path", [("bert", "encoder"), ("distilbert", "transformer"), ("llama", "")])
+def test_layers_parent_holds_the_block_list(model_type, path):
+    model = tiny_model(model_type)
+    got_path, parent = arch.layers_parent(model)
+    assert got_path == path
+    assert any(child is arch.get_layers(model) for child in parent.children())
 
 
 @pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
-from ..arch import get_arch
+from ..arch import is_supported
 from ..errors import QuantizationError, UnsupportedArchitectureError
 from .int8_format import (
     MODES,
@@ -137,14 +137,6 @@ def fuse_if_known(model: nn.Module) -> dict[str, int]:
         return {}
 
 
-def _known_arch(model: nn.Module) -> bool:
-    try:
-        get_arch(model)
-    except UnsupportedArchitectureError:
-        return False
-    return True
-
-
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -178,7 +170,7 @@ def quantize_int8(model: nn.Module, config: Int8Config | None = None, **kwargs) 
         quantized = gptq_quantize_model(
             model, targets, config.calibration, config.gptq_damp, config.gptq_block
         )
-    compile_blocks = config.compile and _known_arch(model)
+    compile_blocks = config.compile and is_supported(model)
     for name, module in targets.items():
         qweight, scale = quantized.get(name, (None, None))
         layer = Int8Linear.from_float(module, config.mode, qweight, scale)

@@ -24,7 +24,7 @@ import types
 import torch
 import torch.nn as nn
 
-from ..arch import get_arch, get_layers
+from ..arch import get_arch, get_layers, layers_parent
 
 __all__ = ["compile_int8", "is_compiled", "uncompile_int8"]
 
@@ -41,12 +41,10 @@ except ImportError:  # pragma: no cover - older torch
 
 def _compile_targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) to compile: the blocks' parent when it is not the base model, else each block."""
-    spec = get_arch(model)
-    base = getattr(model, "base_model", model)
-    parent_path = spec.layers.rpartition(".")[0]
+    parent_path, parent = layers_parent(model)
     if parent_path:
-        return [(parent_path, base.get_submodule(parent_path))]
-    return [(f"{spec.layers}.{i}", block) for i, block in enumerate(get_layers(model))]
+        return [(parent_path, parent)]
+    return [(f"{get_arch(model).layers}.{i}", block) for i, block in enumerate(get_layers(model))]
 
 
 # Inductor inlines a pointwise chain into every consumer unless it has more than this many ops. Its default
