@@ -19,12 +19,12 @@ A failure to compile (no C compiler, an inductor bug) logs a warning once and ru
 from __future__ import annotations
 
 import logging
-import types
 
 import torch
 import torch.nn as nn
 
 from ..arch import get_arch, get_layers, layers_parent
+from .int8_kernels import with_own_code
 
 __all__ = ["compile_int8", "is_compiled", "uncompile_int8"]
 
@@ -61,16 +61,14 @@ def _options() -> dict:
 
 
 def _own_entry(module: nn.Module, name: str):
-    """A function calling ``module`` whose code object is its own. Dynamo keeps its compiled variants per
-    code object with a limit of 8 (``recompile_limit``): blocks sharing ``_call_impl`` would share that
-    budget, and with a KV cache each block needs its own variants (they guard on ``layer_idx``): past the
-    8th block of SmolLM2's 30 the rest silently ran eagerly."""
+    """A function calling ``module`` with a code object of its own: blocks sharing ``_call_impl`` would share
+    dynamo's recompile budget, and with a KV cache each block needs its own variants (they guard on
+    ``layer_idx``): past the 8th block of SmolLM2's 30 the rest silently ran eagerly."""
 
     def entry(*args, **kwargs):
         return module._call_impl(*args, **kwargs)
 
-    code = entry.__code__.replace(co_name=f"hf_compress_compiled_{name.replace('.', '_') or 'model'}")
-    return types.FunctionType(code, entry.__globals__, code.co_name, entry.__defaults__, entry.__closure__)
+    return with_own_code(entry, f"hf_compress_compiled_{name.replace('.', '_') or 'model'}")
 
 
 def _guarded(module: nn.Module, name: str, dynamic: bool):

@@ -17,7 +17,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-__all__ = ["int8_linear", "w8a8_linear", "w8a16_linear", "quantize_tokens", "SMALL_M"]
+__all__ = ["int8_linear", "w8a8_linear", "w8a16_linear", "quantize_tokens", "with_own_code", "SMALL_M"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,14 @@ _COMPILED: dict[tuple, object] = {}
 _COMPILE_BROKEN = False
 
 
+def with_own_code(fn, name: str):
+    """``fn`` as a new function with a code object of its own, named ``name``. Dynamo keeps compiled variants
+    per code object, at most 8 (``recompile_limit``): callers that each need their own variants (one kernel
+    per shape, one block per layer) must not share a code object, or the 9th and later silently run eagerly."""
+    code = fn.__code__.replace(co_name=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
 def _compiled(mode: str, x: torch.Tensor, w: torch.Tensor, bias, act) -> object:
     """One compiled kernel per (mode, in, out, bias, dtype): each gets its own code object, so dynamo's
     per-function recompile limit is never reached and ``in``/``out`` stay static (fast reductions);
@@ -86,8 +94,7 @@ def _compiled(mode: str, x: torch.Tensor, w: torch.Tensor, bias, act) -> object:
     fn = _COMPILED.get(key)
     if fn is None:
         base = _KERNELS[mode]
-        code = base.__code__.replace(co_name=f"{base.__name__}_{len(_COMPILED)}")
-        fn = _COMPILED[key] = torch.compile(types.FunctionType(code, base.__globals__, code.co_name))
+        fn = _COMPILED[key] = torch.compile(with_own_code(base, f"{base.__name__}_{len(_COMPILED)}"))
     return fn
 
 
