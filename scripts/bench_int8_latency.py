@@ -1,8 +1,8 @@
-"""Latency only, MiniLM-L6 at 1x128 and 8x128: fp32, bf16, our W8A16 / W8A8 (eager with fusions, block-compiled) and
-torch.ao's quantize_dynamic, and fp32 under the same torch.compile, interleaved in one process (medians). This produced the "quiet-machine latency"
-table of benchmarks/int8.md; run it on an otherwise idle machine.
+"""Latency only, MiniLM-L6 at 1x128 and 8x128, interleaved in one process (medians): fp32, bf16, fp32 under
+our block-level torch.compile, our W8A16, our W8A8 (eager with fusions, block-compiled) and torch.ao's
+quantize_dynamic. A few minutes; the full table with quality columns is ``make bench-int8``.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_int8_latency.py [--repeats 15]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_int8_latency.py [--repeats 15] [--threads 1]
 """
 
 import argparse
@@ -18,6 +18,7 @@ from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from hf_compress import get_asset, quantize_int8  # noqa: E402
 from hf_compress.evaluation import latency_side_by_side, wiki_texts  # noqa: E402
+from hf_compress.surgery.int8_compile import compile_int8  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     base = AutoModel.from_pretrained(folder).eval()
     compiled_fp32 = copy.deepcopy(base)
-    compiled_fp32.encoder.compile(dynamic=True)  # the same block-level compile as ours, without int8
+    compile_int8(compiled_fp32)  # the same block-level compile as ours, without int8
     models = {
         "fp32": base,
         "bf16": copy.deepcopy(base).to(torch.bfloat16),
