@@ -46,7 +46,7 @@ test-ct: $(STAMP)
 		> "$$($(CT_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hf_compress_main.pth"
 	$(CT_VENV)/bin/python -m pip install -q --no-deps compressed-tensors==0.20.1 loguru==0.7.3
 	HF_HUB_OFFLINE=1 HF_COMPRESS_CT_PYTHON=$(CT_VENV)/bin/python $(PY) -m pytest -q \
-		tests/io/test_quantizer.py -k compressed_tensors_library
+		tests/methods/int8/test_loader.py -k compressed_tensors_library
 
 bench-layers: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_layers.py

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -18,24 +18,24 @@ _EXPORTS = {
     "DistillationArguments": "hf_compress.distillation.args",
     "DistillationTrainer": "hf_compress.distillation.trainer",
     "HfCompressError": "hf_compress.errors",
-    "Int8Linear": "hf_compress.surgery.int8",
+    "Int8Linear": "hf_compress.methods.int8.quantize",
     "RecipeError": "hf_compress.errors",
     "SurgeryError": "hf_compress.errors",
     "UnsupportedArchitectureError": "hf_compress.errors",
-    "drop_layers": "hf_compress.surgery.layers",
+    "drop_layers": "hf_compress.methods.layers.drop",
     "get_asset": "hf_compress.assets",
-    "head_importance": "hf_compress.surgery.heads",
-    "layer_importance": "hf_compress.surgery.layers",
+    "head_importance": "hf_compress.methods.heads.prune",
+    "layer_importance": "hf_compress.methods.layers.drop",
     "load_recipe": "hf_compress.recipe.schema",
-    "prune_heads": "hf_compress.surgery.heads",
+    "prune_heads": "hf_compress.methods.heads.prune",
     "push_to_hub": "hf_compress.io.hub",
-    "quantize_int8": "hf_compress.surgery.int8",
+    "quantize_int8": "hf_compress.methods.int8.quantize",
     "run_recipe": "hf_compress.recipe.runner",
-    "select_heads": "hf_compress.surgery.heads",
-    "select_layers": "hf_compress.surgery.layers",
-    "sparsify": "hf_compress.surgery.sparsity",
-    "sparsity_report": "hf_compress.surgery.sparsity",
-    "student_from_teacher": "hf_compress.surgery.layers",
+    "select_heads": "hf_compress.methods.heads.prune",
+    "select_layers": "hf_compress.methods.layers.drop",
+    "sparsify": "hf_compress.methods.sparsity.sparsify",
+    "sparsity_report": "hf_compress.methods.sparsity.sparsify",
+    "student_from_teacher": "hf_compress.methods.layers.drop",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -56,7 +56,7 @@ def __dir__():
 
 def _register_quantizer() -> None:
     try:
-        quantizer = importlib.import_module("hf_compress.io.quantizer")
+        quantizer = importlib.import_module("hf_compress.methods.int8.loader")
     except ModuleNotFoundError as exc:  # the int8 loader is not built yet in this checkout
         if exc.name and exc.name.startswith("hf_compress"):
             return

@@ -37,7 +37,7 @@ from hf_compress.assets import load_snli  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
     write_report,
     checkpoint_bytes, embedding_cosine, mean_pooled, param_count, perplexity, tokenize_batches, wiki_texts)
-from hf_compress.surgery.head_export import layer_head_counts  # noqa: E402
+from hf_compress.methods.heads.export import layer_head_counts  # noqa: E402
 
 logger = logging.getLogger("bench_heads")
 FRACTIONS = (0.25, 0.5)

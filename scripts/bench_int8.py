@@ -39,7 +39,7 @@ from hf_compress.evaluation import (  # noqa: E402
     tokenize_batches,
     wiki_texts,
 )
-from hf_compress.surgery.int8_compile import compile_int8  # noqa: E402
+from hf_compress.methods.int8.compile import compile_int8  # noqa: E402
 
 logger = logging.getLogger("bench_int8")
 SLOW = 5.0  # a model this many times slower than fp32 is timed apart, with fewer repeats

@@ -18,7 +18,7 @@ from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from hf_compress import get_asset, quantize_int8  # noqa: E402
 from hf_compress.evaluation import latency_side_by_side, wiki_texts  # noqa: E402
-from hf_compress.surgery.int8_compile import compile_int8  # noqa: E402
+from hf_compress.methods.int8.compile import compile_int8  # noqa: E402
 
 
 def main(argv=None) -> int:

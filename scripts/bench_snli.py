@@ -259,7 +259,7 @@ def train_student(kind: str, teacher, settings: BenchSettings, train_tok, tokeni
     """A student with ``settings.student_layers`` teacher layers, trained for ``settings.steps`` steps."""
     from hf_compress.distillation.args import DistillationArguments
     from hf_compress.distillation.trainer import DistillationTrainer
-    from hf_compress.surgery.layers import student_from_teacher
+    from hf_compress.methods.layers.drop import student_from_teacher
 
     student = student_from_teacher(teacher, num_layers=settings.student_layers).train()
     student.requires_grad_(True)  # DistillationTrainer froze the teacher in place; the copy inherited that
@@ -285,7 +285,7 @@ def trl_attempt(teacher, settings: BenchSettings, train_tok, tokenizer, work: Pa
         import trl
     except ImportError:
         return "trl is not installed (`pip install trl`); it distils causal LMs only"
-    from hf_compress.surgery.layers import student_from_teacher
+    from hf_compress.methods.layers.drop import student_from_teacher
 
     reasons = []
     for module, trainer_name, config_name in (("trl", "DistillationTrainer", "DistillationConfig"),
@@ -307,7 +307,7 @@ def trl_attempt(teacher, settings: BenchSettings, train_tok, tokenizer, work: Pa
 def run_students(args, settings, teacher, teacher_dir, teacher_acc, teacher_stats, train_tok, test_tok,
                  tokenizer, labels, model_name):
     """Train every student, measure size / accuracy / latency (side by side); rows of the table + notes."""
-    from hf_compress.surgery.int8 import quantize_int8
+    from hf_compress.methods.int8.quantize import quantize_int8
 
     work = Path(tempfile.mkdtemp(prefix="bench-snli-"))
     try:

@@ -31,7 +31,7 @@ from hf_compress.evaluation import (  # noqa: E402
     tokenize_batches,
     wiki_texts,
 )
-from hf_compress.surgery.sparsity import make_permanent  # noqa: E402
+from hf_compress.methods.sparsity.sparsify import make_permanent  # noqa: E402
 
 logger = logging.getLogger("bench_sparsity")
 

@@ -239,7 +239,7 @@ def test_outputs_reload_in_a_fresh_process(tiny_run, int8_run):
     from hf_compress.io.checkpoint import load_compressed
     from hf_compress.recipe.loading import load_model
     from hf_compress.recipe.schema import load_recipe
-    from hf_compress.surgery.layers import student_from_teacher
+    from hf_compress.methods.layers.drop import student_from_teacher
 
     _, out, _ = tiny_run
     ids = [[2, 7, 9, 11, 13, 3]]

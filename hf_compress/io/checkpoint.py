@@ -49,10 +49,10 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import hf_compress
+    from .._version import __version__
 
     return {
-        "hf_compress": hf_compress.__version__,
+        "hf_compress": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "huggingface_hub": huggingface_hub.__version__,
@@ -133,7 +133,9 @@ def load_compressed(
     ``Int8Linear`` modules because importing hf_compress registers their loader."""
     import transformers
 
-    import hf_compress  # noqa: F401  (registers the int8 loader)
+    from ..methods.int8.loader import register
+
+    register()  # the int8 loader, as `import hf_compress` does
 
     if not (Path(path) / "config.json").is_file():
         raise CheckpointError(f"{str(path)!r} is not a checkpoint folder (no config.json)")

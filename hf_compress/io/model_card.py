@@ -34,14 +34,6 @@ PIPELINE_TAGS = {
     "causal-lm": "text-generation",
     "text-classification": "text-classification",
 }
-_STAGE_TAGS = {
-    "student_from_teacher": "layer-pruning",
-    "drop_layers": "layer-pruning",
-    "distill": "distillation",
-    "prune_heads": "head-pruning",
-    "sparsify": "sparse",
-    "quantize_int8": "int8",
-}
 
 # column key -> (header, formatter)
 _COLUMNS = {
@@ -60,13 +52,24 @@ _COLUMNS = {
 
 def base_model_relation(stage_names: list[str]) -> str:
     """``quantized`` when the checkpoint stores int8 weights, else ``finetune`` (weights were changed)."""
-    return "quantized" if "quantize_int8" in stage_names else "finetune"
+    from ..core.registry import methods
+
+    table = methods()
+    for name in stage_names:
+        spec = table.get(name)
+        if spec is not None and spec.base_model_relation:
+            return spec.base_model_relation
+    return "finetune"
 
 
 def card_tags(stage_names: list[str]) -> list[str]:
+    from ..core.registry import methods
+
+    table = methods()
     tags = ["hf-compress", "compressed"]
     for name in stage_names:
-        tag = _STAGE_TAGS.get(name)
+        spec = table.get(name)
+        tag = spec.card_tag if spec is not None else None
         if tag and tag not in tags:
             tags.append(tag)
     return tags
@@ -179,7 +182,7 @@ def build_model_card(
         "",
         "## How to load",
         "",
-        _usage(folder, task, "quantize_int8" in stage_names),
+        _usage(folder, task, base_model_relation(stage_names) == "quantized"),
         "",
         "## Recipe",
         "",

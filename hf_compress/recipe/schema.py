@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import RecipeError
+from ..errors import HfCompressError, RecipeError
 from .build import build_dataclass
-from .configs import STAGE_CONFIGS
+from ..core.registry import methods
 
 __all__ = [
     "Recipe",
@@ -142,57 +142,46 @@ def _parse_stage(item: Any, path: str) -> Stage:
             f"{path}: a stage must be a one-key mapping like `prune_heads: {{fraction: 0.25}}`, got {item!r}"
         )
     ((name, cfg),) = item.items()
-    if name not in STAGE_CONFIGS:
-        raise RecipeError(f"{path}: unknown stage `{name}`{_closest(str(name), STAGE_CONFIGS)}")
-    return Stage(name, build_dataclass(STAGE_CONFIGS[name], cfg or {}, f"{path}.{name}"))
-
-
-_AFTER_QUANT = "nothing may follow quantize_int8 (the int8 model is saved as is); move `{}` before it"
+    table = methods()
+    if name not in table:
+        raise RecipeError(f"{path}: unknown stage `{name}`{_closest(str(name), table)}")
+    try:
+        return Stage(name, build_dataclass(table[name].config_cls, cfg or {}, f"{path}.{name}"))
+    except HfCompressError as exc:
+        if isinstance(exc, RecipeError):
+            raise
+        raise RecipeError(f"{path}.{name}: {exc}") from None
 
 
 def _check_order(recipe: Recipe) -> None:
+    """Order rules from the registry's metadata: terminal, first-only, needs a shrunk model, needs data."""
+    table = methods()
     names = [s.name for s in recipe.stages]
     for i, name in enumerate(names):
         path = f"stages[{i}].{name}"
-        if "quantize_int8" in names[:i]:
-            raise RecipeError(f"{path}: " + _AFTER_QUANT.format(name))
-        if name == "student_from_teacher" and i != 0:
+        spec = table[name]
+        terminal = [n for n in names[:i] if table[n].terminal]
+        if terminal:
             raise RecipeError(
-                f"{path}: student_from_teacher must be the first stage (it builds the student "
-                f"from the loaded model), found at position {i}"
+                f"{path}: nothing may follow {terminal[0]} (its model is saved as is); move `{name}` before it"
             )
-        if name == "distill" and not set(names[:i]) & {
-            "student_from_teacher",
-            "drop_layers",
-            "prune_heads",
-            "sparsify",
-        }:
+        if spec.first_only and i != 0:
             raise RecipeError(
-                f"{path}: distill needs a smaller student; put student_from_teacher, drop_layers, "
-                f"prune_heads or sparsify before it"
+                f"{path}: {name} must be the first stage (it builds a new model from the loaded one), "
+                f"found at position {i}"
             )
+        if spec.needs_shrunk and not any(table[n].shrinks for n in names[:i]):
+            before = ", ".join(n for n, s in table.items() if s.shrinks)
+            raise RecipeError(f"{path}: {name} needs a smaller student; put one of {before} before it")
         cfg = recipe.stages[i].config
-        needs_data = (
-            name == "distill"
-            or (name == "prune_heads" and cfg.method == "importance")
-            or (name == "drop_layers" and cfg.layers is None)
-            or (name == "sparsify" and cfg.method == "wanda")
-            or (name == "quantize_int8" and cfg.needs_calibration)
-        )
-        if needs_data and recipe.data is None:
+        if spec.wants_data(cfg) and recipe.data is None:
             raise RecipeError(
                 f"{path}: this stage needs texts; add a `data:` section (e.g. {{name: wiki-summaries}})"
             )
-        if name == "distill" and recipe.task == "feature-extraction" and cfg.alpha_logits:
-            raise RecipeError(
-                f"{path}.alpha_logits: a feature-extraction model has no logits; set alpha_logits: 0 "
-                f"and alpha_hidden > 0, got {cfg.alpha_logits!r}"
-            )
-        if name == "distill" and recipe.task == "feature-extraction" and not cfg.alpha_hidden:
-            raise RecipeError(
-                f"{path}.alpha_hidden: a feature-extraction model is distilled on hidden states; "
-                f"set alpha_hidden > 0, got {cfg.alpha_hidden!r}"
-            )
+        if spec.recipe_check is not None:
+            problem = spec.recipe_check(cfg, recipe.task)
+            if problem:
+                raise RecipeError(f"{path}.{problem}")
     if "perplexity" in recipe.evaluate and recipe.task != "causal-lm":
         raise RecipeError(f"evaluate: `perplexity` needs task causal-lm, got task {recipe.task!r}")
 

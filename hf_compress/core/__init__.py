@@ -1,0 +1,1 @@
+"""Method-agnostic machinery shared by every method (imports errors and arch only)."""

@@ -1,0 +1,50 @@
+"""Small value checks shared by every config's ``__post_init__``: "`x` must be ..., got ..."."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import fields
+
+from ..errors import HfCompressError
+
+__all__ = ["check_fraction", "check_positive", "check_choice", "check_finite", "part_config"]
+
+
+def _fail(error: type[Exception], msg: str) -> None:
+    raise error(msg)
+
+
+def check_finite(name: str, value, error: type[Exception] = HfCompressError) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        _fail(error, f"`{name}` must be a finite number, got {value!r}")
+
+
+def check_fraction(name: str, value: float, error: type[Exception] = HfCompressError) -> None:
+    check_finite(name, value, error)
+    if not 0.0 < value < 1.0:
+        _fail(error, f"`{name}` must be in (0, 1), got {value!r}")
+
+
+def check_positive(name: str, value, error: type[Exception] = HfCompressError) -> None:
+    if value is None:
+        return
+    check_finite(name, value, error)
+    if value <= 0:
+        _fail(error, f"`{name}` must be > 0, got {value!r}")
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...], error: type[Exception] = HfCompressError):
+    if value not in allowed:
+        _fail(error, f"`{name}` must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def part_config(stage_config, part_cls, **extra):
+    """``part_cls`` built from the stage config's fields of the same names (copied), plus ``extra``.
+
+    A stage config declares its method's fields (so the recipe schema knows them) and a few of its own
+    (``num_batches``, how to rank); one mapping by name keeps the two from drifting apart.
+    """
+    names = {f.name for f in fields(part_cls)}
+    values = {f.name: copy.copy(getattr(stage_config, f.name)) for f in fields(stage_config) if f.name in names}
+    return part_cls(**values, **extra)

@@ -1,0 +1,123 @@
+"""Recipe stage ``distill``: knowledge distillation from the teacher (the model as loaded)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import torch
+
+from ..core.checks import check_choice, check_positive
+from ..errors import RecipeError
+
+__all__ = ["DistillConfig", "distill_stage", "check_distill_for_task"]
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from the teacher (the model as loaded) into the current model."""
+
+    max_steps: int = 100
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 128
+    temperature: float = 2.0
+    alpha_logits: float | None = None  # None: 1.0 when the task has logits, else 0.0
+    alpha_hidden: float = 0.0
+    alpha_task: float = 0.0
+    logit_loss: str = "forward_kl"
+    jsd_beta: float = 0.5
+    hidden_loss: str = "mse"
+    layer_map: str | list = "uniform"
+    warmup_steps: float = 0  # steps, or a fraction of max_steps when < 1
+    weight_decay: float = 0.0
+    logging_steps: int = 25
+
+    def __post_init__(self):
+        for name in ("max_steps", "learning_rate", "batch_size", "max_length", "temperature", "logging_steps"):
+            check_positive(name, getattr(self, name), RecipeError)
+        for name in ("alpha_logits", "alpha_hidden", "alpha_task", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise RecipeError(f"`{name}` must be >= 0, got {value!r}")
+        if self.alpha_logits == 0 and self.alpha_hidden == 0 and self.alpha_task == 0:
+            raise RecipeError("at least one of `alpha_logits`, `alpha_hidden`, `alpha_task` must be > 0, got all 0")
+        check_choice("logit_loss", self.logit_loss, ("forward_kl", "reverse_kl", "jsd", "mse"), RecipeError)
+        check_choice("hidden_loss", self.hidden_loss, ("mse", "cosine", "mse+cosine"), RecipeError)
+        if not 0 < self.jsd_beta < 1:
+            raise RecipeError(f"`jsd_beta` must be strictly between 0 and 1, got {self.jsd_beta!r}")
+        from .layer_map import parse_layer_map  # light: the same check the trainer runs
+
+        try:
+            parse_layer_map(self.layer_map)
+        except ValueError as exc:
+            raise RecipeError(f"`layer_map`: {exc}") from None
+        if self.warmup_steps < 0:
+            raise RecipeError(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
+
+
+def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
+    """The recipe-level rule: an encoder without a head is distilled on hidden states only."""
+    if task == "feature-extraction" and cfg.alpha_logits:
+        return (
+            "alpha_logits: a feature-extraction model has no logits; set alpha_logits: 0 and alpha_hidden > 0, "
+            f"got {cfg.alpha_logits!r}"
+        )
+    if task == "feature-extraction" and not cfg.alpha_hidden:
+        return (
+            "alpha_hidden: a feature-extraction model is distilled on hidden states; set alpha_hidden > 0, "
+            f"got {cfg.alpha_hidden!r}"
+        )
+    return None
+
+
+def distill_stage(ctx, cfg: DistillConfig):
+    import datasets
+
+    from .args import DistillationArguments
+    from .trainer import DistillationTrainer
+
+    has_logits = ctx.task != "feature-extraction"
+    alpha_logits = cfg.alpha_logits if cfg.alpha_logits is not None else (1.0 if has_logits else 0.0)
+    enc = ctx.tokenizer(ctx.texts, truncation=True, max_length=cfg.max_length)
+    dataset = datasets.Dataset.from_dict({k: list(v) for k, v in enc.items()})
+    with tempfile.TemporaryDirectory(prefix="hf_compress-distill-") as out:
+        args = DistillationArguments(
+            output_dir=out,
+            max_steps=cfg.max_steps,
+            learning_rate=cfg.learning_rate,
+            per_device_train_batch_size=cfg.batch_size,
+            temperature=cfg.temperature,
+            alpha_logits=alpha_logits,
+            alpha_hidden=cfg.alpha_hidden,
+            alpha_task=cfg.alpha_task,
+            logit_loss=cfg.logit_loss,
+            jsd_beta=cfg.jsd_beta,
+            hidden_loss=cfg.hidden_loss,
+            layer_map=cfg.layer_map,
+            warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay,
+            logging_steps=cfg.logging_steps,
+            save_strategy="no",
+            report_to=[],
+            seed=ctx.seed,
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=False,
+            remove_unused_columns=False,
+        )
+        trainer = DistillationTrainer(
+            model=ctx.model,
+            teacher_model=ctx.teacher,
+            args=args,
+            train_dataset=dataset,
+            processing_class=ctx.tokenizer,
+        )
+        result = trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    model = trainer.model.eval()
+    return model, {
+        "steps": int(result.global_step),
+        "train_loss": float(result.training_loss),
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+    }

@@ -1,0 +1,167 @@
+"""Tensor surgery behind :func:`hf_compress.prune_heads`: slicing and zeroing attention heads.
+
+Weights are handled in the ``nn.Linear`` layout ``[out, in]``; GPT-2's ``Conv1D`` stores ``[in, out]`` and is
+transposed on the way in and out. A head ``h`` of size ``d`` owns output rows ``h*d:(h+1)*d`` of q/k/v and
+input columns ``h*d:(h+1)*d`` of the output projection.
+
+Grouped-query attention (llama family): query head ``h`` reads key/value head ``h // r`` with
+``r = num_heads // num_kv_heads``, and the stock attention code needs the same ``r`` in every group of every
+layer (``repeat_kv``). :func:`gqa_structure` therefore turns a plan into one uniform shape: a KV group is
+removed only when every query head of it is pruned (in every layer where it is removed), each layer keeps
+the largest count any layer needs, and the heads kept only to fill that shape are zeroed (their output
+columns are zero, so the model computes exactly what the plan asked for).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ...errors import SurgeryError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["head_rows", "keep_out_rows", "keep_in_cols", "zero_out_rows", "zero_in_cols", "LayerShape",
+           "gqa_structure"]
+
+
+def head_rows(heads, head_dim: int, offset: int = 0) -> torch.Tensor:
+    """Row indices ``offset + h*head_dim + j`` for every head ``h`` in ``heads`` (in that order)."""
+    heads = torch.as_tensor(list(heads), dtype=torch.long)
+    return (offset + heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)  # (n*d,)
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D"
+
+
+def keep_out_rows(module: nn.Module, rows: torch.Tensor) -> None:
+    """Keep only output features ``rows`` of a Linear/Conv1D, in place (parameters replaced)."""
+    with torch.no_grad():
+        if _is_conv1d(module):
+            weight = module.weight[:, rows]  # Conv1D weight (in, out)
+            module.nf = len(rows)
+        else:
+            weight = module.weight[rows]  # (out, in)
+            module.out_features = len(rows)
+        module.weight = nn.Parameter(weight.clone(), requires_grad=module.weight.requires_grad)
+        if module.bias is not None:
+            module.bias = nn.Parameter(module.bias[rows].clone(), requires_grad=module.bias.requires_grad)
+
+
+def keep_in_cols(module: nn.Module, cols: torch.Tensor) -> None:
+    """Keep only input features ``cols`` of a Linear/Conv1D, in place (the bias is unchanged)."""
+    with torch.no_grad():
+        if _is_conv1d(module):
+            weight = module.weight[cols, :]
+            module.nx = len(cols)
+        else:
+            weight = module.weight[:, cols]
+            module.in_features = len(cols)
+        module.weight = nn.Parameter(weight.clone(), requires_grad=module.weight.requires_grad)
+
+
+def zero_out_rows(module: nn.Module, rows: torch.Tensor) -> None:
+    """Zero output features ``rows`` (weight and bias) in place."""
+    with torch.no_grad():
+        if _is_conv1d(module):
+            module.weight[:, rows] = 0
+        else:
+            module.weight[rows] = 0
+        if module.bias is not None:
+            module.bias[rows] = 0
+
+
+def zero_in_cols(module: nn.Module, cols: torch.Tensor) -> None:
+    """Zero input features ``cols`` in place."""
+    with torch.no_grad():
+        if _is_conv1d(module):
+            module.weight[cols, :] = 0
+        else:
+            module.weight[:, cols] = 0
+
+
+@dataclass
+class LayerShape:
+    """What one layer keeps after GQA-consistent pruning (indices in the layer's current numbering)."""
+
+    heads: list[int]  # query heads kept, ascending; group of kept head i is i // heads_per_group
+    groups: list[int]  # key/value heads kept, ascending
+    zero_heads: list[int]  # kept query heads that the plan pruned: zeroed
+    zero_groups: list[int]  # kept KV heads whose query heads were all pruned: zeroed
+
+
+def _fill(live: list[int], pool: list[int], size: int) -> list[int]:
+    """``live`` topped up to ``size`` with the first members of ``pool`` not already in it, ascending."""
+    extra = [x for x in pool if x not in live][: size - len(live)]
+    return sorted(live + extra)
+
+
+def gqa_structure(
+    plan: dict[int, list[int]],
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    valid: Callable[[int, int], bool] = lambda heads, kv_heads: True,
+) -> tuple[int, int, dict[int, LayerShape]]:
+    """One uniform ``(heads, kv_heads)`` shape for every layer that keeps every head the plan keeps.
+
+    Returns ``(new_num_heads, new_num_kv_heads, {layer: LayerShape})`` for all layers. ``valid(h, kv)`` says
+    whether a config with those counts is accepted (e.g. Llama's ``hidden_size % num_heads == 0``); when the
+    smallest shape is not, the next larger valid shape is used and a warning says so.
+    """
+    per_group = num_heads // num_kv_heads
+    live_groups, widths = {}, {}
+    for layer in range(num_layers):
+        pruned = set(plan.get(layer, ()))
+        live = {g: [h for h in range(g * per_group, (g + 1) * per_group) if h not in pruned]
+                for g in range(num_kv_heads)}
+        live_groups[layer] = {g: hs for g, hs in live.items() if hs}
+        widths[layer] = max(len(hs) for hs in live_groups[layer].values())
+    need_kv = max(len(groups) for groups in live_groups.values())
+    need_r = max(widths.values())
+    shapes = sorted(((k, r) for k in range(need_kv, num_kv_heads + 1) for r in range(need_r, per_group + 1)),
+                    key=lambda kr: (kr[0] * kr[1], kr[0]))
+    kv, r = next(kr for kr in shapes if valid(kr[0] * kr[1], kr[0]))  # the unpruned shape is always valid
+    if (kv, r) != (need_kv, need_r):
+        logger.warning("the plan needs %d heads / %d KV heads per layer, which the config does not accept; "
+                       "keeping %d heads / %d KV heads (the extra heads are zeroed)",
+                       need_kv * need_r, need_kv, kv * r, kv)
+    out = {}
+    for layer in range(num_layers):
+        groups = _fill(list(live_groups[layer]), list(range(num_kv_heads)), kv)
+        heads, zero_heads = [], []
+        for g in groups:
+            members = list(range(g * per_group, (g + 1) * per_group))
+            live = live_groups[layer].get(g, [])
+            kept = _fill(live, members, r)
+            heads += kept
+            zero_heads += [h for h in kept if h not in live]
+        zero_groups = [g for g in groups if g not in live_groups[layer]]
+        out[layer] = LayerShape(heads, groups, zero_heads, zero_groups)
+    return kv * r, kv, out
+
+
+def check_plan(plan, head_counts: list[int]) -> dict[int, list[int]]:
+    """Validate ``{layer: [heads]}`` against the current head count of each layer; normalised copy."""
+    if not isinstance(plan, dict):
+        raise SurgeryError(f"plan must be a dict {{layer: [head indices]}}, got {type(plan).__name__}")
+    clean = {}
+    for layer, heads in plan.items():
+        if not isinstance(layer, int) or not 0 <= layer < len(head_counts):
+            raise SurgeryError(f"plan layer {layer!r} must be an int in [0, {len(head_counts)}); "
+                               f"fix the plan keys")
+        heads = sorted({int(h) for h in heads})
+        bad = [h for h in heads if not 0 <= h < head_counts[layer]]
+        if bad:
+            raise SurgeryError(f"plan heads {bad} of layer {layer} must be in [0, {head_counts[layer]})")
+        if len(heads) == head_counts[layer]:
+            raise SurgeryError(f"plan prunes all {len(heads)} heads of layer {layer}; keep at least one "
+                               f"(drop the whole layer with hf_compress.drop_layers instead)")
+        if heads:
+            clean[layer] = heads
+    return clean
