@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import losses
+from .masks import item_masks
 
 __all__ = ["DistillationEvalMixin", "EvalSums"]
 
@@ -35,7 +36,7 @@ class EvalSums:
     def add(self, trainer, inputs: dict, terms: dict) -> float:
         """Adds one batch; returns that batch's weighted loss (what the stock loop averages, then we replace)."""
         s = self.sums
-        logit_mask, hidden_mask, n_task = trainer._masks(inputs)
+        logit_mask, hidden_mask, n_task = item_masks(inputs, trainer.task)
         batch = {"kd": float(terms["kd"]), "hidden": float(terms["hidden"]), "task": float(terms["task"])}
         counts = (float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task))
         for key, n, name in zip(("kd", "hidden", "task"), counts, ("n_logits", "n_hidden", "n_task")):
@@ -101,7 +102,7 @@ def _outputs_for_metrics(trainer, outputs, ignore_keys, asked_hidden: bool):
 
 class DistillationEvalMixin:
     """``prediction_step`` / ``evaluation_loop`` of :class:`~hf_compress.DistillationTrainer` (see the module
-    docstring). Needs the trainer's ``_terms``, ``_masks``, ``layer_pairs``, ``causal`` and ``task``."""
+    docstring). Needs the trainer's ``_terms``, ``layer_pairs``, ``causal`` and ``task``."""
 
     _eval_sums: EvalSums | None = None
 
