@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import losses
+from .masks import item_masks
 
 __all__ = ["distillation_metrics"]
 
@@ -30,7 +31,7 @@ def distillation_metrics(trainer, dataloader, prefix: str = "eval") -> dict[str,
         inputs = trainer._prepare_inputs(batch)
         with torch.no_grad():
             terms = trainer._terms(model, inputs)
-        logit_mask, hidden_mask, n_task = trainer._masks(inputs)
+        logit_mask, hidden_mask, n_task = item_masks(inputs, trainer.task)
         for key in ("kd", "hidden", "task"):
             sums[key] += float(terms[key])
         sums["n_logits"] += float(logit_mask.sum())
