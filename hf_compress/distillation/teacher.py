@@ -17,42 +17,17 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 from torch import nn
-from transformers.models.auto import modeling_auto
 
 from ..errors import HfCompressError
+from ..tasks import head_of, task_of_head
 
-__all__ = ["TASKS", "LiveTeacher", "TeacherOutput", "check_compatible", "load_teacher", "model_task",
-           "prepare_teacher"]
-
-#: task -> (Auto class name, class-name mapping of transformers)
-TASKS = {
-    "causal-lm": ("AutoModelForCausalLM", modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
-    "masked-lm": ("AutoModelForMaskedLM", modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES),
-    "sequence-classification": ("AutoModelForSequenceClassification",
-                                modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
-    "token-classification": ("AutoModelForTokenClassification",
-                             modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES),
-    "base": ("AutoModel", modeling_auto.MODEL_MAPPING_NAMES),
-}
-
-
-def _class_names(mapping) -> set[str]:
-    names = set()
-    for value in mapping.values():
-        names.update(value if isinstance(value, (list, tuple)) else (value,))
-    return names
+__all__ = ["LiveTeacher", "TeacherOutput", "check_compatible", "load_teacher", "model_task", "prepare_teacher"]
 
 
 def model_task(model: nn.Module) -> str:
-    """Which auto-class family the model belongs to: one of ``TASKS``."""
-    name = type(model).__name__
-    for task, (_, mapping) in TASKS.items():
-        if name in _class_names(mapping):
-            return task
-    raise HfCompressError(
-        f"{name} is not a causal-LM, masked-LM, sequence- or token-classification or base transformers model; "
-        f"DistillationTrainer supports only those"
-    )
+    """Which head the model has (the distillation head kind of :mod:`hf_compress.tasks`): ``causal-lm``,
+    ``masked-lm``, ``sequence-classification``, ``token-classification`` or ``base``."""
+    return head_of(model)
 
 
 def load_teacher(teacher, student: nn.Module, trust_remote_code: bool = False) -> nn.Module:
@@ -63,7 +38,7 @@ def load_teacher(teacher, student: nn.Module, trust_remote_code: bool = False) -
         raise HfCompressError(
             f"`teacher_model` must be a model, a folder or a repo id, got {type(teacher).__name__}"
         )
-    auto_name, _ = TASKS[model_task(student)]
+    auto_name = task_of_head(model_task(student)).auto_class
     auto = getattr(transformers, auto_name)
     try:
         return auto.from_pretrained(

@@ -30,10 +30,10 @@ from ..arch import num_layers
 from ..errors import HfCompressError
 from . import losses
 from .args import DistillationArguments
-from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .cache_format import ROW_COLUMN
+from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .masks import WindowCounts, item_masks, window_totals
-from .metrics import distillation_metrics
+from .metrics import DistillationEvalMixin
 from .teacher import LiveTeacher, cached_teacher_for, check_compatible, load_teacher, prepare_teacher
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
@@ -52,11 +52,12 @@ class _ZeroProjectionGrads(TrainerCallback):
         self.projections.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(DistillationEvalMixin, Trainer):
     """Distil ``teacher_model`` into ``model`` (see the module docstring for the exact loss).
 
     The teacher object is changed in place (frozen, eval mode, moved to the student's device and dtype), as the
-    Trainer does with the student; pass a copy to keep the original as it was.
+    Trainer does with the student; pass a copy to keep the original as it was. ``evaluate()`` / ``predict()`` are
+    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
@@ -262,14 +263,3 @@ class DistillationTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.projections is not None:
             self.projections.load(resume_from_checkpoint)
-
-    # ---- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
-        """Distillation loss terms on the eval set, plus student/teacher perplexity (causal LMs) or accuracy
-        (sequence classifiers with labels). Offline: no metric scripts are downloaded."""
-        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # calls back per dataset
-        metrics = distillation_metrics(self, self.get_eval_dataloader(eval_dataset), metric_key_prefix)
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
