@@ -24,6 +24,7 @@ _EXPORTS = {
     "UnsupportedArchitectureError": "hf_compress.errors",
     "WidthPruningConfig": "hf_compress.methods.width.config",
     "WidthScores": "hf_compress.methods.width.importance",
+    "cache_teacher_outputs": "hf_compress.distillation.cache",
     "drop_layers": "hf_compress.methods.layers.drop",
     "get_asset": "hf_compress.assets",
     "head_importance": "hf_compress.methods.heads.prune",

@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from ..assets import DATA_ASSETS, MODEL_ASSETS
 from ..errors import HfCompressError, RecipeError
+from ..tasks import RECIPE_TASKS as TASKS
 from .build import build_dataclass
 from ..core.registry import methods
 
@@ -34,10 +36,7 @@ __all__ = [
     "METRICS",
 ]
 
-TASKS = ("feature-extraction", "fill-mask", "causal-lm", "text-classification")
 METRICS = ("size", "latency", "teacher_agreement", "perplexity", "topic_probe")
-MODEL_ASSETS = ("minilm", "smollm2", "mpnet")
-DATA_ASSETS = ("wiki-summaries", "snli")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
