@@ -50,6 +50,8 @@ class ArchSpec:
             list as long as the layer count is sliced too, this names the known ones).
         layer_threshold_keys: config ints that count layers from the bottom (Qwen2 ``max_window_layers``:
             the first m layers use full attention), recomputed when layers are dropped.
+        per_layer_map_keys: config mappings keyed by layer index (``pruned_heads`` of a head-pruned
+            BERT/GPT-2: ``{"2": [0, 3]}``), re-keyed to the kept layers' new numbers when layers are dropped.
     """
 
     family: str
@@ -70,6 +72,7 @@ class ArchSpec:
     causal: bool = True
     per_layer_keys: tuple[str, ...] = ()
     layer_threshold_keys: tuple[str, ...] = ()
+    per_layer_map_keys: tuple[str, ...] = ("pruned_heads",)
     extra: dict = field(default_factory=dict)
 
     @property

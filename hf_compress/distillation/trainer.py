@@ -31,6 +31,7 @@ from ..arch import num_layers
 from ..errors import HfCompressError
 from . import losses
 from .args import DistillationArguments
+from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .metrics import distillation_metrics
 from .teacher import check_compatible, load_teacher, prepare_teacher
@@ -79,6 +80,7 @@ class DistillationTrainer(Trainer):
         if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
             raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
         super().__init__(model=model, args=args, **kwargs)
+        self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
         student = self.model
         teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
         self.task = check_compatible(student, teacher, need_logits=args.alpha_logits > 0)

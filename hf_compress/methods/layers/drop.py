@@ -81,6 +81,21 @@ def _per_layer_lists(config, spec, n: int) -> dict[str, list]:
     return found
 
 
+def _per_layer_maps(config, spec, keep: list[int]) -> dict[str, dict]:
+    """Config mappings keyed by layer index (``pruned_heads``), re-keyed to the kept layers' new numbers;
+    entries of dropped layers go with them."""
+    found = {}
+    for key in spec.per_layer_map_keys:
+        value = getattr(config, key, None)
+        if not value:
+            continue
+        if not isinstance(value, dict) or not all(str(k).isdigit() for k in value):
+            raise SurgeryError(f"config.{key} must map layer indices to values, got {value!r}")
+        by_layer = {int(k): v for k, v in value.items()}
+        found[key] = {str(new): by_layer[old] for new, old in enumerate(keep) if old in by_layer}
+    return found
+
+
 def _new_threshold(config, key: str, old_types, new_types, keep: list[int], n: int) -> int | None:
     """A layer-count threshold for the kept layers, e.g. Qwen2/Qwen3 ``max_window_layers`` (the first ``m``
     layers use full attention, the rest sliding). ``None`` when the config has no such field. Refuses a
@@ -146,6 +161,7 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
 
     # ---- plan: compute every new value before changing anything ----
     lists = {k: type(v)(v[i] for i in keep) for k, v in _per_layer_lists(config, spec, n).items()}
+    lists.update(_per_layer_maps(config, spec, keep))
     thresholds = {
         k: _new_threshold(config, k, getattr(config, "layer_types", None), lists.get("layer_types"), keep, n)
         for k in spec.layer_threshold_keys
