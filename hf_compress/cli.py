@@ -15,6 +15,8 @@ import os
 import sys
 import traceback
 
+from .tasks import RECIPE_TASKS
+
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("hf_compress")
@@ -130,7 +132,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("model")
     p.add_argument("--baseline", help="a second model measured side by side; quality is agreement with it")
     p.add_argument(
-        "--task", default=None, help="feature-extraction, fill-mask, causal-lm or text-classification"
+        "--task", default=None, choices=RECIPE_TASKS, help="default: the recorded task, else from config.json"
     )
     p.add_argument("--samples", type=int, default=64, help="held-out texts (default 64)")
     p.add_argument("--repeats", type=int, default=7, help="latency repeats; the median is reported")

@@ -1,51 +1,33 @@
-"""The teacher: loading it in the student's model family, checking it fits, and freezing it.
+"""The teacher seam: the one place where the trainer asks for the teacher's outputs.
 
-The teacher is never handed to ``accelerate.prepare``: it is a plain module on the local device in every
+A *source* is called with a micro-batch and the teacher hidden-state indices it needs and returns a
+:class:`TeacherOutput`: dense logits (a live teacher) or top-k ids + logits + the tail's log-sum-exp (a cached
+teacher, :mod:`.cache`), plus the requested hidden states. :class:`LiveTeacher` runs a model; the cached
+teacher lives in :mod:`.cache`.
+
+A live teacher is never handed to ``accelerate.prepare``: it is a plain module on the local device in every
 process (no DDP / FSDP wrapper, no gradient all-reduce), frozen and in eval mode.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import torch
 import transformers
 from torch import nn
-from transformers.models.auto import modeling_auto
 
 from ..errors import HfCompressError
+from ..tasks import head_of, task_of_head
 
-__all__ = ["TASKS", "check_compatible", "load_teacher", "model_task", "prepare_teacher"]
-
-#: task -> (Auto class name, class-name mapping of transformers)
-TASKS = {
-    "causal-lm": ("AutoModelForCausalLM", modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
-    "masked-lm": ("AutoModelForMaskedLM", modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES),
-    "sequence-classification": ("AutoModelForSequenceClassification",
-                                modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
-    "token-classification": ("AutoModelForTokenClassification",
-                             modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES),
-    "base": ("AutoModel", modeling_auto.MODEL_MAPPING_NAMES),
-}
-
-
-def _class_names(mapping) -> set[str]:
-    names = set()
-    for value in mapping.values():
-        names.update(value if isinstance(value, (list, tuple)) else (value,))
-    return names
+__all__ = ["LiveTeacher", "TeacherOutput", "check_compatible", "load_teacher", "model_task", "prepare_teacher"]
 
 
 def model_task(model: nn.Module) -> str:
-    """Which auto-class family the model belongs to: one of ``TASKS``."""
-    name = type(model).__name__
-    for task, (_, mapping) in TASKS.items():
-        if name in _class_names(mapping):
-            return task
-    raise HfCompressError(
-        f"{name} is not a causal-LM, masked-LM, sequence- or token-classification or base transformers model; "
-        f"DistillationTrainer supports only those"
-    )
+    """Which head the model has (the distillation head kind of :mod:`hf_compress.tasks`): ``causal-lm``,
+    ``masked-lm``, ``sequence-classification``, ``token-classification`` or ``base``."""
+    return head_of(model)
 
 
 def load_teacher(teacher, student: nn.Module, trust_remote_code: bool = False) -> nn.Module:
@@ -56,7 +38,7 @@ def load_teacher(teacher, student: nn.Module, trust_remote_code: bool = False) -
         raise HfCompressError(
             f"`teacher_model` must be a model, a folder or a repo id, got {type(teacher).__name__}"
         )
-    auto_name, _ = TASKS[model_task(student)]
+    auto_name = task_of_head(model_task(student)).auto_class
     auto = getattr(transformers, auto_name)
     try:
         return auto.from_pretrained(
@@ -105,3 +87,32 @@ def prepare_teacher(teacher: nn.Module, device: torch.device, dtype: torch.dtype
     teacher.requires_grad_(False)
     teacher.eval()
     return teacher.to(device=device, dtype=dtype)
+
+
+@dataclass
+class TeacherOutput:
+    """What the losses need from the teacher for one micro-batch (``P`` = positions: ``T``, or 1 for a
+    sequence classifier)."""
+
+    logits: torch.Tensor | None = None  # dense (B, T, V) or (B, C)
+    topk_ids: torch.Tensor | None = None  # (B, P, k) int64
+    topk_logits: torch.Tensor | None = None  # (B, P, k) fp32
+    tail_logsumexp: torch.Tensor | None = None  # (B, P): log-sum-exp of the logits outside the top k
+    hidden_states: dict = field(default_factory=dict)  # teacher hidden-state index -> (B, T, d_T)
+    covered: torch.Tensor | None = None  # (B, P) bool: positions the source has outputs for (None: all)
+
+
+class LiveTeacher:
+    """A teacher model run on every micro-batch (no gradients, kept in eval mode)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, inputs: dict, hidden_layers=()) -> TeacherOutput:
+        if self.model.training:  # someone called .train() on it: dropout must stay off
+            self.model.eval()
+        with torch.no_grad():
+            out = self.model(**{k: v for k, v in inputs.items() if k != "labels"},
+                             output_hidden_states=bool(hidden_layers))
+        hidden = {j: out.hidden_states[j] for j in hidden_layers}
+        return TeacherOutput(logits=getattr(out, "logits", None), hidden_states=hidden)

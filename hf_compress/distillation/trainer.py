@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -33,23 +32,14 @@ from . import losses
 from .args import DistillationArguments
 from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
-from .metrics import distillation_metrics
-from .teacher import check_compatible, load_teacher, prepare_teacher
+from .masks import WindowCounts, item_masks, window_totals
+from .metrics import DistillationEvalMixin
+from .teacher import LiveTeacher, check_compatible, load_teacher, prepare_teacher
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
 logger = logging.getLogger(__name__)
 _TERMS = ("loss_kd", "loss_hidden", "loss_task")
-
-
-@dataclass
-class WindowCounts:
-    """Valid items of one accumulation window: the denominators of the three loss terms."""
-
-    logits: torch.Tensor
-    hidden: torch.Tensor
-    task: torch.Tensor
-    world_factor: float = 1.0  # the loss is multiplied by this (DDP averages gradients over processes)
 
 
 class _ZeroProjectionGrads(TrainerCallback):
@@ -62,11 +52,12 @@ class _ZeroProjectionGrads(TrainerCallback):
         self.projections.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(DistillationEvalMixin, Trainer):
     """Distil ``teacher_model`` into ``model`` (see the module docstring for the exact loss).
 
     The teacher object is changed in place (frozen, eval mode, moved to the student's device and dtype), as the
-    Trainer does with the student; pass a copy to keep the original as it was.
+    Trainer does with the student; pass a copy to keep the original as it was. ``evaluate()`` / ``predict()`` are
+    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
@@ -86,6 +77,7 @@ class DistillationTrainer(Trainer):
         self.task = check_compatible(student, teacher, need_logits=args.alpha_logits > 0)
         device = next(student.parameters()).device
         self.teacher = prepare_teacher(teacher, device, student.dtype)
+        self.teacher_source = LiveTeacher(self.teacher)
         self.causal = self.task == "causal-lm"
         self.layer_pairs: list[tuple[int, int]] = []
         self.projections = None
@@ -108,32 +100,8 @@ class DistillationTrainer(Trainer):
         self._windows_seen, self._last_window = 0, None
 
     # ---- counting valid items ------------------------------------------------------------------------
-    def _masks(self, inputs: dict):
-        """(logit mask, hidden mask, task item count) of one micro-batch."""
-        ids = inputs.get("input_ids")
-        ref = ids if ids is not None else inputs["inputs_embeds"][..., 0]
-        attn = inputs.get("attention_mask")
-        attn = torch.ones_like(ref, dtype=torch.bool) if attn is None else attn.bool()  # (B, T)
-        labels = inputs.get("labels")
-        if self.task == "sequence-classification":
-            logit_mask = torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)  # (B,)
-            n_task = ref.shape[0] if labels is not None else 0
-        elif self.causal:
-            logit_mask = attn[:, 1:]  # (B, T-1): position i predicts token i+1
-            if labels is not None:
-                logit_mask = logit_mask & labels[:, 1:].ne(-100)
-            n_task = int(labels[:, 1:].ne(-100).sum()) if labels is not None else 0
-        else:
-            logit_mask = attn if labels is None else attn & labels.ne(-100)
-            n_task = int(labels.ne(-100).sum()) if labels is not None else 0
-        return logit_mask, attn, n_task
-
     def _window_counts(self, batches: list, reduce: bool = True) -> WindowCounts:
-        totals = torch.zeros(3, dtype=torch.float64)
-        for batch in batches:
-            logit_mask, hidden_mask, n_task = self._masks(batch)
-            totals += torch.tensor([float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task)],
-                                   dtype=torch.float64)
+        totals = window_totals(batches, self.task)
         world, factor = self.accelerator.num_processes, 1.0
         if reduce and world > 1 and self.args.average_tokens_across_devices:
             totals = self.accelerator.reduce(totals.to(self.args.device), "sum").cpu()
@@ -150,16 +118,12 @@ class DistillationTrainer(Trainer):
         """Unnormalised sums of the three terms for one micro-batch (task: model mean x its item count)."""
         args = self.args
         labels = inputs.get("labels")
-        logit_mask, hidden_mask, n_task = self._masks(inputs)
+        logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
         use_task = args.alpha_task > 0 and labels is not None and n_task > 0
         want_hidden = bool(self.layer_pairs)
         student_inputs = {k: v for k, v in inputs.items() if use_task or k != "labels"}
         s_out = model(**student_inputs, output_hidden_states=want_hidden)
-        if self.teacher.training:  # someone called .train() on it: dropout must stay off
-            self.teacher.eval()
-        with torch.no_grad():
-            t_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"},
-                                 output_hidden_states=want_hidden)
+        t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}))
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
         if args.alpha_logits > 0:
@@ -281,14 +245,3 @@ class DistillationTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.projections is not None:
             self.projections.load(resume_from_checkpoint)
-
-    # ---- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
-        """Distillation loss terms on the eval set, plus student/teacher perplexity (causal LMs) or accuracy
-        (sequence classifiers with labels). Offline: no metric scripts are downloaded."""
-        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # calls back per dataset
-        metrics = distillation_metrics(self, self.get_eval_dataloader(eval_dataset), metric_key_prefix)
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics

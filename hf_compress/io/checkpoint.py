@@ -21,7 +21,6 @@ from ..errors import CheckpointError
 
 __all__ = [
     "COMPRESSION_CONFIG",
-    "AUTO_CLASSES",
     "save_compressed",
     "read_compression_config",
     "load_compressed",
@@ -33,15 +32,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COMPRESSION_CONFIG = "compression_config.json"
-
-# recipe task -> transformers Auto class
-AUTO_CLASSES = {
-    "feature-extraction": "AutoModel",
-    "fill-mask": "AutoModelForMaskedLM",
-    "causal-lm": "AutoModelForCausalLM",
-    "text-classification": "AutoModelForSequenceClassification",
-}
-
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that wrote a checkpoint (recorded in compression_config.json)."""
@@ -139,9 +129,8 @@ def load_compressed(
     """Load a checkpoint folder (ours or any HF folder) with the Auto class of ``task``; the task defaults to
     the one recorded in ``compression_config.json``, else ``feature-extraction``. int8 checkpoints load as
     ``Int8Linear`` modules because importing hf_compress registers their loader."""
-    import transformers
-
     from ..methods.int8.loader import register
+    from ..tasks import auto_class
 
     register()  # the int8 loader, as `import hf_compress` does
 
@@ -156,9 +145,7 @@ def load_compressed(
         )
     if task is None:
         task = ((read_compression_config(path) or {}).get("recipe") or {}).get("task", "feature-extraction")
-    if task not in AUTO_CLASSES:
-        raise CheckpointError(f"task must be one of {', '.join(AUTO_CLASSES)}, got {task!r}")
-    auto = getattr(transformers, AUTO_CLASSES[task])
+    auto = auto_class(task, CheckpointError)
     return auto.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs).eval()
 
 

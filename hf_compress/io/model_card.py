@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..tasks import TASKS
+
 __all__ = [
     "HUB_IDS",
     "LICENSES",
@@ -28,12 +30,6 @@ HUB_IDS = {
     "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 LICENSES = {"minilm": "apache-2.0", "mpnet": "apache-2.0", "smollm2": "apache-2.0"}
-PIPELINE_TAGS = {
-    "feature-extraction": "feature-extraction",
-    "fill-mask": "fill-mask",
-    "causal-lm": "text-generation",
-    "text-classification": "text-classification",
-}
 
 # column key -> (header, formatter)
 _COLUMNS = {
@@ -87,12 +83,7 @@ def format_results_table(rows: list[dict]) -> str:
 
 def _usage(folder: Path, task: str, int8: bool) -> str:
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    auto = {
-        "feature-extraction": "AutoModel",
-        "fill-mask": "AutoModelForMaskedLM",
-        "causal-lm": "AutoModelForCausalLM",
-        "text-classification": "AutoModelForSequenceClassification",
-    }[task]
+    auto = TASKS[task].auto_class
     remote = ", trust_remote_code=True" if config.get("auto_map") else ""
     lines = ["```python"]
     if int8:
@@ -160,7 +151,7 @@ def build_model_card(
         base_model=base_id,
         license=LICENSES.get(base or ""),
         library_name="transformers",
-        pipeline_tag=PIPELINE_TAGS[task],
+        pipeline_tag=TASKS[task].pipeline_tag,
         tags=card_tags(stage_names),
         base_model_relation=base_model_relation(stage_names) if base_id else None,
     )

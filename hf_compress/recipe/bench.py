@@ -39,8 +39,9 @@ def _task_of(path: Path, task: str | None) -> str:
         return recorded
     import json
 
-    archs = json.loads((path / "config.json").read_text()).get("architectures") or [""]
-    return "causal-lm" if archs[0].endswith("ForCausalLM") else "feature-extraction"
+    from ..tasks import task_of_architectures
+
+    return task_of_architectures(json.loads((path / "config.json").read_text()).get("architectures"))
 
 
 def bench(

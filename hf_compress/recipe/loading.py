@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from ..errors import RecipeError
-from ..io.checkpoint import AUTO_CLASSES
+from ..tasks import get_task
 from .schema import DataSpec, ModelSpec
 
 __all__ = ["load_model", "load_texts", "char_tokenizer", "EVAL_EVERY"]
@@ -62,7 +62,7 @@ def load_model(spec: ModelSpec, task: str, seed: int = 0):
     import torch
     import transformers
 
-    auto = getattr(transformers, AUTO_CLASSES[task])
+    auto = getattr(transformers, get_task(task, RecipeError).auto_class)
     dtype = getattr(torch, spec.dtype)
     if spec.config is not None:
         cfg = dict(spec.config)
@@ -72,7 +72,7 @@ def load_model(spec: ModelSpec, task: str, seed: int = 0):
         source = None
     else:
         source = _resolve(spec.name_or_path)
-        logger.info("loading %s (%s) from %s", spec.name_or_path, AUTO_CLASSES[task], source)
+        logger.info("loading %s (%s) from %s", spec.name_or_path, auto.__name__, source)
         model = auto.from_pretrained(
             source, dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision
         )

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import HfCompressError, RecipeError
+from ..tasks import RECIPE_TASKS as TASKS
 from .build import build_dataclass
 from .plain import check_plain_data
 from ..core.registry import methods
@@ -35,7 +36,6 @@ __all__ = [
     "METRICS",
 ]
 
-TASKS = ("feature-extraction", "fill-mask", "causal-lm", "text-classification")
 METRICS = ("size", "latency", "teacher_agreement", "perplexity", "topic_probe")
 MODEL_ASSETS = ("minilm", "smollm2", "mpnet")
 DATA_ASSETS = ("wiki-summaries", "snli")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -24,32 +23,13 @@ from tqdm.auto import tqdm
 
 from ... import arch
 from ...errors import SurgeryError
+from .config import EXPORTS, HeadPruningConfig
 from .export import PER_LAYER_FAMILIES, layer_head_counts, mask_heads, prune_per_layer, prune_uniform
 from .slicing import check_plan
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HeadPruningConfig", "head_importance", "select_heads", "prune_heads", "prune_heads_by_importance"]
-
-EXPORTS = ("physical", "masked")
-
-
-@dataclass
-class HeadPruningConfig:
-    """Settings of :func:`prune_heads_by_importance` (and of the recipe stage that calls it)."""
-
-    fraction: float = 0.25  # share of heads (or KV groups with whole_groups) to remove
-    uniform: bool = True  # the same count in every layer (and every KV group)
-    whole_groups: bool = False  # GQA models: remove whole key/value groups instead of query heads
-    export: str = "physical"
-    normalize: bool = True  # per-layer L2 normalisation of the importance (bertology's exponent 2)
-
-    def __post_init__(self):
-        if not isinstance(self.fraction, (int, float)) or not 0 <= self.fraction < 1:
-            raise SurgeryError(f"`fraction` must be a number in [0, 1), got {self.fraction!r}")
-        if self.export not in EXPORTS:
-            raise SurgeryError(f"`export` must be one of {EXPORTS}, got {self.export!r}")
-
 
 def _lm_labels(model: nn.Module, batch: dict) -> torch.Tensor:
     if model.get_output_embeddings() is None:

@@ -2,41 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ...core.checks import check_choice, check_positive, part_config
-from ...errors import HfCompressError, RecipeError
+from .config import PruneHeadsConfig
 
-__all__ = ["PruneHeadsConfig", "prune_heads_stage", "embedding_alignment_loss"]
-
-
-@dataclass
-class PruneHeadsConfig:
-    """Prune a fraction of attention heads ranked by gradient importance (or at random); the fields of
-    :class:`hf_compress.methods.heads.prune.HeadPruningConfig` plus how to rank."""
-
-    fraction: float = 0.25
-    uniform: bool = True
-    whole_groups: bool = False
-    export: str = "physical"
-    normalize: bool = True
-    method: str = "importance"
-    num_batches: int = 8
-
-    def __post_init__(self):
-        check_choice("method", self.method, ("importance", "random"), RecipeError)
-        check_positive("num_batches", self.num_batches, RecipeError)
-        try:
-            self.part_config()
-        except HfCompressError as exc:
-            raise RecipeError(str(exc)) from None
-
-    def part_config(self):
-        from .prune import HeadPruningConfig
-
-        return part_config(self, HeadPruningConfig)
+__all__ = ["prune_heads_stage", "embedding_alignment_loss"]
 
 
 def embedding_alignment_loss(teacher: torch.nn.Module):
