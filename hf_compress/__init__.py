@@ -22,6 +22,7 @@ _EXPORTS = {
     "RecipeError": "hf_compress.errors",
     "SurgeryError": "hf_compress.errors",
     "UnsupportedArchitectureError": "hf_compress.errors",
+    "cache_teacher_outputs": "hf_compress.distillation.cache",
     "drop_layers": "hf_compress.methods.layers.drop",
     "get_asset": "hf_compress.assets",
     "head_importance": "hf_compress.methods.heads.prune",

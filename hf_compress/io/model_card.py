@@ -12,24 +12,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..assets import hub_id, license_of
 from ..tasks import TASKS
 
 __all__ = [
-    "HUB_IDS",
-    "LICENSES",
     "base_model_relation",
     "card_tags",
     "format_results_table",
     "build_model_card",
 ]
 
-# bundled asset name -> the Hub repository its files come from (for ``base_model``)
-HUB_IDS = {
-    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
-    "mpnet": "sentence-transformers/all-mpnet-base-v2",
-    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
-}
-LICENSES = {"minilm": "apache-2.0", "mpnet": "apache-2.0", "smollm2": "apache-2.0"}
 
 # column key -> (header, formatter)
 _COLUMNS = {
@@ -146,10 +138,10 @@ def build_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
-    base_id = HUB_IDS.get(base, base) if base else None
+    base_id = hub_id(base) if base else None
     data = ModelCardData(
         base_model=base_id,
-        license=LICENSES.get(base or ""),
+        license=license_of(base) if base else None,
         library_name="transformers",
         pipeline_tag=TASKS[task].pipeline_tag,
         tags=card_tags(stage_names),

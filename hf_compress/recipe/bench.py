@@ -15,17 +15,16 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str) -> Path:
-    """A checkpoint folder, or the folder of a bundled model asset (``minilm``, ``smollm2``, ``mpnet``)."""
-    from ..assets import ASSETS, get_asset
+    """A checkpoint folder, or the folder of a bundled model asset (:data:`hf_compress.assets.MODEL_ASSETS`)."""
+    from ..assets import MODEL_ASSETS, get_asset
     from ..errors import CheckpointError
 
     if Path(name).is_dir():
         return Path(name)
-    if name in ASSETS and ASSETS[name].kind == "model":
+    if name in MODEL_ASSETS:
         return get_asset(name)
     raise CheckpointError(
-        f"model {name!r} is neither a checkpoint folder nor a bundled model asset "
-        f"({', '.join(n for n, a in ASSETS.items() if a.kind == 'model')})"
+        f"model {name!r} is neither a checkpoint folder nor a bundled model asset ({', '.join(MODEL_ASSETS)})"
     )
 
 

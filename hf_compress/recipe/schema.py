@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..assets import DATA_ASSETS, MODEL_ASSETS
 from ..errors import HfCompressError, RecipeError
 from ..tasks import RECIPE_TASKS as TASKS
 from .build import build_dataclass
@@ -37,8 +38,6 @@ __all__ = [
 ]
 
 METRICS = ("size", "latency", "teacher_agreement", "perplexity", "topic_probe")
-MODEL_ASSETS = ("minilm", "smollm2", "mpnet")
-DATA_ASSETS = ("wiki-summaries", "snli")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
