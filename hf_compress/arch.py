@@ -53,8 +53,6 @@ class ArchSpec:
             list as long as the layer count is sliced too, this names the known ones).
         layer_threshold_keys: config ints that count layers from the bottom (Qwen2 ``max_window_layers``:
             the first m layers use full attention), recomputed when layers are dropped.
-        per_layer_map_keys: config mappings keyed by layer index (``pruned_heads`` of a head-pruned
-            BERT/GPT-2: ``{"2": [0, 3]}``), re-keyed to the kept layers' new numbers when layers are dropped.
         attn_norm / mlp_norm: the pre-norm whose output the attention / MLP input projections read
             (``None`` in post-norm families; Phi's parallel block reads one norm for both).
         post_norms: norms applied after a sub-layer (BERT's post-norm, Gemma2's sandwich norms).
@@ -87,7 +85,6 @@ class ArchSpec:
     causal: bool = True
     per_layer_keys: tuple[str, ...] = ()
     layer_threshold_keys: tuple[str, ...] = ()
-    per_layer_map_keys: tuple[str, ...] = ("pruned_heads",)
     attn_norm: str | None = None
     mlp_norm: str | None = None
     post_norms: tuple[str, ...] = ()

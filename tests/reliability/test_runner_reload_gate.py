@@ -27,7 +27,7 @@ def test_head_pruning_then_layer_dropping_writes_a_loadable_folder(model, tiny_r
 def test_a_folder_that_reloads_differently_fails_the_run_and_writes_nothing(tiny_recipe, monkeypatch, tmp_path):
     from hf_compress.methods.layers import drop
 
-    monkeypatch.setattr(drop, "_per_layer_maps", lambda config, spec, keep: {})  # the old defect
+    monkeypatch.setattr(drop, "_renumber", lambda by_layer, keep: dict(by_layer))  # the old defect
     with pytest.raises(CheckpointError, match="does not reload|reloads to a different"):
         run_recipe(parse_recipe(tiny_recipe(HEADS_THEN_DROP)))
     assert not (tmp_path / "out").exists()
