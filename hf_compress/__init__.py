@@ -22,12 +22,17 @@ _EXPORTS = {
     "RecipeError": "hf_compress.errors",
     "SurgeryError": "hf_compress.errors",
     "UnsupportedArchitectureError": "hf_compress.errors",
+    "WidthPruningConfig": "hf_compress.methods.width.config",
+    "WidthScores": "hf_compress.methods.width.importance",
+    "cache_teacher_outputs": "hf_compress.distillation.cache",
+    "copy_sentence_transformers_files": "hf_compress.io.st_wrapper",
     "drop_layers": "hf_compress.methods.layers.drop",
     "get_asset": "hf_compress.assets",
     "head_importance": "hf_compress.methods.heads.prune",
     "layer_importance": "hf_compress.methods.layers.drop",
     "load_recipe": "hf_compress.recipe.schema",
     "prune_heads": "hf_compress.methods.heads.prune",
+    "prune_width": "hf_compress.methods.width.prune",
     "push_to_hub": "hf_compress.io.hub",
     "quantize_int8": "hf_compress.methods.int8.quantize",
     "run_recipe": "hf_compress.recipe.runner",
@@ -36,6 +41,7 @@ _EXPORTS = {
     "sparsify": "hf_compress.methods.sparsity.sparsify",
     "sparsity_report": "hf_compress.methods.sparsity.sparsify",
     "student_from_teacher": "hf_compress.methods.layers.drop",
+    "width_importance": "hf_compress.methods.width.importance",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

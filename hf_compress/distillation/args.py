@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
+from ..errors import HfCompressError
 from .options import HIDDEN_LOSSES, LOGIT_LOSSES, OPTIONS, check_options
 
 __all__ = ["HIDDEN_LOSSES", "LOGIT_LOSSES", "DistillationArguments"]
@@ -48,5 +50,9 @@ class DistillationArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        for f in fields(self):  # ours and TrainingArguments': a NaN/inf rate, weight or epsilon trains garbage
+            value = getattr(self, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise HfCompressError(f"`{f.name}` must be a finite number, got {value!r}")
         check_options({name: getattr(self, name) for name in OPTIONS})  # the recipe's distill stage runs it too
         super().__post_init__()

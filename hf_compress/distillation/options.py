@@ -5,6 +5,7 @@ share, and the one check of them both run. Light (no torch, no transformers): va
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 from ..errors import HfCompressError
@@ -20,7 +21,7 @@ _NAMED = ("uniform", "last")
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _problem(values: Mapping) -> tuple[str | None, str] | None:

@@ -56,3 +56,14 @@ def test_an_unset_alpha_logits_is_chosen_by_the_task_not_refused():
     raw = copy.deepcopy(BASE)
     raw["stages"][1]["distill"] = {"max_steps": 3}
     assert parse_recipe(raw).stages[1].config.alpha_logits is None
+
+
+def test_the_shared_check_refuses_infinite_values():
+    from hf_compress.distillation.options import check_options
+
+    good = {"temperature": 2.0, "alpha_logits": 1.0, "alpha_hidden": 0.0, "alpha_task": 0.0,
+            "logit_loss": "forward_kl", "jsd_beta": 0.5, "hidden_loss": "mse", "layer_map": "uniform"}
+    check_options(good)
+    with pytest.raises(HfCompressError, match="`alpha_task` must be >= 0, got inf") as info:
+        check_options({**good, "alpha_task": float("inf")})
+    assert info.value.key == "alpha_task"
