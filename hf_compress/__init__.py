@@ -25,6 +25,7 @@ _EXPORTS = {
     "WidthPruningConfig": "hf_compress.methods.width.config",
     "WidthScores": "hf_compress.methods.width.importance",
     "cache_teacher_outputs": "hf_compress.distillation.cache",
+    "copy_sentence_transformers_files": "hf_compress.io.st_wrapper",
     "drop_layers": "hf_compress.methods.layers.drop",
     "get_asset": "hf_compress.assets",
     "head_importance": "hf_compress.methods.heads.prune",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -54,6 +55,11 @@ class DistillationArguments(TrainingArguments):
     def __post_init__(self):
         def bad(name, allowed, value):
             raise HfCompressError(f"`{name}` must be {allowed}, got {value!r}")
+
+        for f in fields(self):  # ours and TrainingArguments': a NaN/inf rate, weight or epsilon trains garbage
+            value = getattr(self, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f.name, "a finite number", value)
 
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
             bad("temperature", "> 0", self.temperature)

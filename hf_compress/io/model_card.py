@@ -83,6 +83,15 @@ def _usage(folder: Path, task: str, int8: bool) -> str:
             "import hf_compress  # registers the int8 loader (not needed when compressed-tensors is "
             "installed)"
         )
+    if (folder / "modules.json").is_file():  # the sentence-transformers wrapper files were kept
+        lines += [
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            f'model = SentenceTransformer("REPO_OR_FOLDER"{remote})  # pooling, normalisation, max_seq_length kept',
+            'embeddings = model.encode(["A sentence to embed."])',
+            "",
+            "# or the transformer alone (no pooling):",
+        ]
     lines += [
         f"from transformers import {auto}, AutoTokenizer",
         "",
@@ -139,12 +148,14 @@ def build_model_card(
 
     folder = Path(folder)
     base_id = hub_id(base) if base else None
+    sentence = (folder / "modules.json").is_file()  # a sentence-transformers folder, as its base was
+    extra_tags = ["sentence-transformers", "feature-extraction", "sentence-similarity"] if sentence else []
     data = ModelCardData(
         base_model=base_id,
         license=license_of(base) if base else None,
-        library_name="transformers",
-        pipeline_tag=TASKS[task].pipeline_tag,
-        tags=card_tags(stage_names),
+        library_name="sentence-transformers" if sentence else "transformers",
+        pipeline_tag="sentence-similarity" if sentence else TASKS[task].pipeline_tag,
+        tags=card_tags(stage_names) + extra_tags,
         base_model_relation=base_model_relation(stage_names) if base_id else None,
     )
     steps = " → ".join(f"`{s}`" for s in stage_names) or "(no stages)"
