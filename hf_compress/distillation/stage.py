@@ -5,17 +5,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 
-import torch
-
-from ..core.checks import check_choice, check_positive
+from ..core.checks import check_positive
 from ..errors import RecipeError
+from .options import OPTIONS, check_options
 
 __all__ = ["DistillConfig", "distill_stage", "check_distill_for_task"]
 
 
 @dataclass
 class DistillConfig:
-    """Knowledge distillation from the teacher (the model as loaded) into the current model."""
+    """Knowledge distillation from the teacher (the model as loaded) into the current model. The distillation
+    fields (:data:`~.options.OPTIONS`) are checked by :class:`~.args.DistillationArguments`' own check."""
 
     max_steps: int = 100
     learning_rate: float = 5e-5
@@ -36,24 +36,14 @@ class DistillConfig:
     top_k: int = 32  # logits kept per token in the teacher cache
 
     def __post_init__(self):
-        for name in ("max_steps", "learning_rate", "batch_size", "max_length", "temperature", "logging_steps"):
+        for name in ("max_steps", "learning_rate", "batch_size", "max_length", "logging_steps"):
             check_positive(name, getattr(self, name), RecipeError)
-        for name in ("alpha_logits", "alpha_hidden", "alpha_task", "weight_decay"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise RecipeError(f"`{name}` must be >= 0, got {value!r}")
-        if self.alpha_logits == 0 and self.alpha_hidden == 0 and self.alpha_task == 0:
-            raise RecipeError("at least one of `alpha_logits`, `alpha_hidden`, `alpha_task` must be > 0, got all 0")
-        check_choice("logit_loss", self.logit_loss, ("forward_kl", "reverse_kl", "jsd", "mse"), RecipeError)
-        check_choice("hidden_loss", self.hidden_loss, ("mse", "cosine", "mse+cosine"), RecipeError)
-        if not 0 < self.jsd_beta < 1:
-            raise RecipeError(f"`jsd_beta` must be strictly between 0 and 1, got {self.jsd_beta!r}")
-        from .layer_map import parse_layer_map  # light: the same check the trainer runs
-
-        try:
-            parse_layer_map(self.layer_map)
-        except ValueError as exc:
-            raise RecipeError(f"`layer_map`: {exc}") from None
+        values = {name: getattr(self, name) for name in OPTIONS}
+        if values["alpha_logits"] is None:  # chosen by the task at run time; check_distill_for_task checks it
+            values["alpha_logits"] = 1.0
+        check_options(values, RecipeError)
+        if self.weight_decay < 0:
+            raise RecipeError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}")
         if self.warmup_steps < 0:
             raise RecipeError(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
         check_positive("top_k", self.top_k, RecipeError)
@@ -81,6 +71,7 @@ def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
 
 def distill_stage(ctx, cfg: DistillConfig):
     import datasets
+    import torch
 
     from .args import DistillationArguments
     from .trainer import DistillationTrainer
