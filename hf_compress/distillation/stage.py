@@ -32,6 +32,8 @@ class DistillConfig:
     warmup_steps: float = 0  # steps, or a fraction of max_steps when < 1
     weight_decay: float = 0.0
     logging_steps: int = 25
+    teacher_cache: str | None = None  # a folder: the teacher's outputs are cached there once, then reused
+    top_k: int = 32  # logits kept per token in the teacher cache
 
     def __post_init__(self):
         for name in ("max_steps", "learning_rate", "batch_size", "max_length", "logging_steps"):
@@ -44,6 +46,12 @@ class DistillConfig:
             raise RecipeError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}")
         if self.warmup_steps < 0:
             raise RecipeError(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
+        check_positive("top_k", self.top_k, RecipeError)
+        if self.teacher_cache is not None and not (isinstance(self.teacher_cache, str) and self.teacher_cache):
+            raise RecipeError(f"`teacher_cache` must be a folder path or null, got {self.teacher_cache!r}")
+        if self.teacher_cache is not None and self.logit_loss == "mse":
+            raise RecipeError("`logit_loss` must be forward_kl, reverse_kl or jsd with a teacher_cache (it holds "
+                              "top-k logits only), got 'mse'")
 
 
 def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
@@ -96,12 +104,15 @@ def distill_stage(ctx, cfg: DistillConfig):
             disable_tqdm=False,
             remove_unused_columns=False,
         )
+        source = {"teacher_model": ctx.teacher}
+        if cfg.teacher_cache:
+            source = {"teacher_cache": _cache_once(ctx, cfg, dataset, alpha_logits)}
         trainer = DistillationTrainer(
             model=ctx.model,
-            teacher_model=ctx.teacher,
             args=args,
             train_dataset=dataset,
             processing_class=ctx.tokenizer,
+            **source,
         )
         result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -111,4 +122,21 @@ def distill_stage(ctx, cfg: DistillConfig):
         "train_loss": float(result.training_loss),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
+        **({"teacher_cache": cfg.teacher_cache} if cfg.teacher_cache else {}),
     }
+
+
+def _cache_once(ctx, cfg: DistillConfig, dataset, alpha_logits: float) -> str:
+    """Write the teacher cache for this stage's data, or reuse the folder when it already holds it (the
+    fingerprint check refuses a folder written for another teacher, tokenizer, data or max_length)."""
+    from ..arch import num_layers
+    from .cache import cache_teacher_outputs
+    from .layer_map import resolve_layer_pairs
+
+    layers = []
+    if cfg.alpha_hidden > 0:
+        pairs = resolve_layer_pairs(cfg.layer_map, num_layers(ctx.model), num_layers(ctx.teacher))
+        layers = sorted({t for _, t in pairs})
+    return cache_teacher_outputs(ctx.teacher, dataset, cfg.teacher_cache, top_k=cfg.top_k if alpha_logits else 0,
+                                 hidden_layers=layers, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                                 tokenizer=ctx.tokenizer)
