@@ -70,6 +70,9 @@ bench-heads: $(STAMP)
 bench-sparsity: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_sparsity.py
 
+bench-width: $(STAMP)
+	HF_HUB_OFFLINE=1 flock /tmp/bench.lock $(PY) scripts/bench_width.py
+
 # SmolLM2 healing after compression: distillation vs plain LM fine-tuning at the same budget
 # (benchmarks/heal.md; `--quick` / `--tiny` write to a temporary file unless given --output)
 bench-heal: $(STAMP)

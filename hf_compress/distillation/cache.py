@@ -37,7 +37,7 @@ from .cache_format import (
 from .layer_map import hidden_width
 from .teacher import model_task
 
-__all__ = ["META_FILE", "ROW_COLUMN", "cache_teacher_outputs"]
+__all__ = ["META_FILE", "ROW_COLUMN", "cache_summary", "cache_teacher_from_folders", "cache_teacher_outputs"]
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -238,3 +238,40 @@ def cache_teacher_outputs(teacher, dataset, output_dir: str, top_k: int = 32, hi
         bar.close()
         teacher.train(was_training)
     return output_dir
+
+
+def cache_summary(folder: str, seconds: float | None = None) -> dict:
+    """Rows, tokens, bytes (and bytes per token) of a cache folder, from its metadata."""
+    with open(os.path.join(folder, META_FILE), encoding="utf-8") as f:
+        meta = json.load(f)
+    info = {"output_dir": folder, "complete": meta["complete"], "rows": meta["num_rows"], "tokens": meta["tokens"],
+            "bytes": meta["bytes"], "bytes_per_token": round(meta["bytes"] / max(meta["tokens"], 1), 1),
+            "top_k": meta["top_k"], "hidden_layers": meta["hidden_layers"]}
+    return info if seconds is None else {**info, "seconds": round(seconds, 3)}
+
+
+def cache_teacher_from_folders(model: str, data: str, output_dir: str, task: str = "causal-lm",
+                               trust_remote_code: bool = False, **options) -> dict:
+    """``hf-compress cache-teacher``: load the teacher folder (its tokenizer when present) and a
+    ``save_to_disk`` data folder, cache, and return :func:`cache_summary`. Bad paths fail before loading."""
+    import time
+
+    import datasets
+    import transformers
+
+    from ..errors import CheckpointError
+    from ..tasks import auto_class
+
+    if not os.path.isdir(model):
+        raise CheckpointError(f"`model` must be a teacher folder, got {model!r}")
+    if not os.path.isfile(os.path.join(data, "state.json")):
+        raise CheckpointError(f"`data` must be a folder written by datasets' save_to_disk, got {data!r}")
+    dataset = datasets.load_from_disk(data)
+    teacher = auto_class(task).from_pretrained(model, use_safetensors=True, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):  # no tokenizer files: the fingerprint has no tokenizer
+        tokenizer = None
+    start = time.perf_counter()
+    folder = cache_teacher_outputs(teacher, dataset, output_dir, tokenizer=tokenizer, **options)
+    return cache_summary(folder, time.perf_counter() - start)

@@ -31,6 +31,7 @@ from ..errors import HfCompressError
 from . import losses
 from .args import DistillationArguments
 from .cache_format import ROW_COLUMN
+from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
@@ -78,6 +79,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
                 teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
         super().__init__(model=model, args=args, **kwargs)
+        self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
         student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
         device = next(student.parameters()).device
         if teacher_cache is None:

@@ -89,6 +89,7 @@ def run_recipe(
     from ..io.st_wrapper import copy_sentence_transformers_files, is_sentence_transformers_folder
     from ..io.model_card import build_model_card, format_results_table
     from ..io.report import plot_report
+    from ..io.verify import check_reload
     from .loading import load_model, load_texts
     from .measure import clip_length, measure, quality_key
     from .stages import StageContext, run_stage
@@ -180,6 +181,7 @@ def run_recipe(
         tokenizer=tokenizer,
         compression_config=compression_config,
         extra=write_extras,
+        verify=lambda folder: check_reload(ctx.model, folder, recipe.task),
     )
     if recipe.push_to_hub:
         from ..io.hub import push_to_hub as push

@@ -126,3 +126,25 @@ def test_bad_caches_and_options_are_refused_before_training(tmp_path):
                                   train_dataset=short)
     assert trainer.teacher is None
     trainer.train()
+
+
+def test_cli_cache_teacher_writes_a_loadable_cache_and_refuses_bad_folders(tmp_path, capsys):
+    from hf_compress.cli import main
+
+    teacher, _ = make_models("gpt2")
+    teacher.save_pretrained(tmp_path / "teacher")
+    ds = make_dataset("gpt2")
+    ds.save_to_disk(str(tmp_path / "data"))
+    out = str(tmp_path / "cache")
+    argv = ["cache-teacher", str(tmp_path / "teacher"), str(tmp_path / "data"), "--output-dir", out,
+            "--top-k", "4", "--hidden-layers", "1,2", "--json"]
+    assert main(argv) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 8 and info["tokens"] == sum(len(r) for r in ds["input_ids"]) and info["complete"]
+    assert datasets.load_from_disk(out).column_names == ["input_ids", "topk_ids", "topk_logits", "tail_logsumexp",
+                                                         "hidden_1", "hidden_2"]
+    bad = str(tmp_path / "c2")
+    assert main(argv[:2] + [str(tmp_path / "teacher"), "--output-dir", bad]) == 2  # not a save_to_disk folder
+    assert main([argv[0], str(tmp_path / "nope"), str(tmp_path / "data"), "--output-dir", bad]) == 2
+    assert not os.path.exists(bad)
+    assert main(argv[:-1] + ["--hidden-layers", "a,b"]) == 2
