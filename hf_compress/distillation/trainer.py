@@ -36,7 +36,8 @@ from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .chunked import chunked_causal_terms, lm_head_of
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
-from .teacher import LiveTeacher, cached_teacher_for, check_compatible, load_teacher, prepare_teacher
+from .peft_student import base_of, check_student, teacher_source
+from .teacher import cached_teacher_for, load_teacher
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
@@ -74,18 +75,18 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                                   f"{'both' if teacher_model is not None else 'neither'}")
         if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
             raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
+        check_student(model)
         if teacher_cache is not None:  # checked before the Trainer is built: it needs the row column
             source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
-                teacher_cache, model, args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
+                teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
-        student = self.model
+        student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
         device = next(student.parameters()).device
         if teacher_cache is None:
             teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
-            task = check_compatible(student, teacher, need_logits=args.alpha_logits > 0)
-            self.teacher = prepare_teacher(teacher, device, student.dtype)
-            source, t_shape = LiveTeacher(self.teacher), (num_layers(teacher), hidden_width(teacher))
+            source, task, self.teacher = teacher_source(self.model, teacher, need_logits=args.alpha_logits > 0)
+            t_shape = (num_layers(self.teacher), hidden_width(self.teacher))
         else:
             self.teacher = None
         self.teacher_source, self.task = source, task
