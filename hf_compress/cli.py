@@ -1,7 +1,8 @@
-"""``hf-compress``: run | validate | inspect | bench | env.
+"""``hf-compress``: run | validate | inspect | bench | auto | env.
 
 Exit status: 0 on success, 2 on usage or recipe errors (one line on stderr, no traceback), 1 on a runtime
-failure (one line; ``-v`` adds the traceback). Logs and progress bars go to stderr, ``--json`` to stdout.
+failure (one line; ``-v`` adds the traceback), 3 when ``auto`` misses its target (the best found is
+written). Logs and progress bars go to stderr, ``--json`` to stdout.
 Each command is an ``_add_x_parser(subparsers)`` / ``_cmd_x(args) -> int`` pair; heavy imports happen inside
 the command functions so that ``--help`` is fast.
 """
@@ -9,6 +10,7 @@ the command functions so that ``--help`` is fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -167,6 +169,51 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _add_auto_parser(sub) -> None:
+    p = sub.add_parser(
+        "auto",
+        help="choose a compression plan for a budget, run it, write model + card + recipe",
+        description="Search depth x width x heads x int8 for MODEL under --target, heal the best few, run the "
+        "pick's recipe. Exit 3 when no candidate meets the target (the best found is written).",
+    )
+    p.add_argument("model", help="a bundled asset (minilm, smollm2, mpnet), a local folder or a Hub id")
+    p.add_argument("--data", required=True, help="wiki-summaries, snli or a .txt/.json/.jsonl file")
+    p.add_argument("--target", required=True, help="speedup=4 | params=0.6 | mib=40 | latency-ms=30")
+    p.add_argument("--task", default="feature-extraction")
+    p.add_argument("--max-drop", type=float, help="allowed quality drop: pick the fastest/smallest within it")
+    p.add_argument("--minutes", type=float, help="time budget of the search (candidates left are noted)")
+    p.add_argument("--output-dir", default="out/auto")
+    p.add_argument("--log", help="JSON-lines log of measured candidates to resume from (default beside the output)")
+    for flag, default, what in (("--top-k", 3, "candidates healed before the pick"), ("--heal-steps", 20,
+                                "distillation steps of each short heal"), ("--distill-steps", 100, "of the plan")):
+        p.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
+    p.add_argument("--max-samples", type=int, help="cap on the training / calibration texts")
+    for flag, default in (("--eval-samples", 128), ("--eval-max-length", 128), ("--seed", 0)):
+        p.add_argument(flag, type=int, default=default)
+    p.add_argument("--dry-run", action="store_true", help="plan only: print the plan and its recipe")
+    p.add_argument("--json", action="store_true", help="the plan (and measured numbers) as JSON on stdout")
+    p.set_defaults(func=_cmd_auto)
+
+
+def _cmd_auto(args) -> int:
+    from .errors import HfCompressError
+    from .recipe.auto import EXIT_MISSED, check_auto_options, run_auto
+
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose", "json")}
+    try:  # a malformed target or option: one line, exit 2, before anything is loaded
+        options["target"] = check_auto_options(**options)
+    except HfCompressError as exc:
+        sys.stderr.write(f"hf-compress auto: error: {exc}\n")
+        return 2
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its metrics; stdout is for --json
+        result = run_auto(**options)
+    _print_json(result.to_dict()) if args.json else sys.stdout.write(result.summary() + "\n")
+    if not result.met:
+        where = f"; wrote the best found to {result.output_dir}" if result.output_dir else ""
+        sys.stderr.write(f"hf-compress auto: target missed: {result.plan.message}{where}\n")
+    return 0 if result.met else EXIT_MISSED
+
+
 def _add_env_parser(sub) -> None:
     p = sub.add_parser("env", help="library versions, CPU threads and prepared offline assets")
     p.add_argument("--json", action="store_true")
@@ -205,12 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Hugging Face models into Hub-loadable checkpoints.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,env}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,auto,env}")
     for add in (
         _add_run_parser,
         _add_validate_parser,
         _add_inspect_parser,
         _add_bench_parser,
+        _add_auto_parser,
         _add_env_parser,
     ):
         add(sub)

@@ -37,11 +37,13 @@ def _class_names(mapping) -> set[str]:
 
 
 def model_task(model: nn.Module) -> str:
-    """Which auto-class family the model belongs to: one of ``TASKS``."""
+    """Which auto-class family the model belongs to: one of ``TASKS``. A subclass of a transformers class
+    (e.g. the physically head-pruned ``PrunedHeadsBertModel``) belongs to its base class's family."""
     name = type(model).__name__
-    for task, (_, mapping) in TASKS.items():
-        if name in _class_names(mapping):
-            return task
+    for cls in type(model).__mro__:
+        for task, (_, mapping) in TASKS.items():
+            if cls.__name__ in _class_names(mapping):
+                return task
     raise HfCompressError(
         f"{name} is not a causal-LM, masked-LM, sequence- or token-classification or base transformers model; "
         f"DistillationTrainer supports only those"
