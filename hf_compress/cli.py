@@ -1,4 +1,4 @@
-"""``hf-compress``: run | validate | inspect | bench | auto | env.
+"""``hf-compress``: run | validate | inspect | bench | auto | env | cache-teacher.
 
 Exit status: 0 on success, 2 on usage or recipe errors (one line on stderr, no traceback), 1 on a runtime
 failure (one line; ``-v`` adds the traceback), 3 when ``auto`` misses its target (the best found is
@@ -10,12 +10,13 @@ the command functions so that ``--help`` is fast.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
 import traceback
+
+from .tasks import RECIPE_TASKS
 
 __all__ = ["main", "build_parser"]
 
@@ -132,7 +133,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("model")
     p.add_argument("--baseline", help="a second model measured side by side; quality is agreement with it")
     p.add_argument(
-        "--task", default=None, help="feature-extraction, fill-mask, causal-lm or text-classification"
+        "--task", default=None, choices=RECIPE_TASKS, help="default: the recorded task, else from config.json"
     )
     p.add_argument("--samples", type=int, default=64, help="held-out texts (default 64)")
     p.add_argument("--repeats", type=int, default=7, help="latency repeats; the median is reported")
@@ -169,49 +170,10 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-def _add_auto_parser(sub) -> None:
-    p = sub.add_parser(
-        "auto",
-        help="choose a compression plan for a budget, run it, write model + card + recipe",
-        description="Search depth x width x heads x int8 for MODEL under --target, heal the best few, run the "
-        "pick's recipe. Exit 3 when no candidate meets the target (the best found is written).",
-    )
-    p.add_argument("model", help="a bundled asset (minilm, smollm2, mpnet), a local folder or a Hub id")
-    p.add_argument("--data", required=True, help="wiki-summaries, snli or a .txt/.json/.jsonl file")
-    p.add_argument("--target", required=True, help="speedup=4 | params=0.6 | mib=40 | latency-ms=30")
-    p.add_argument("--task", default="feature-extraction")
-    p.add_argument("--max-drop", type=float, help="allowed quality drop: pick the fastest/smallest within it")
-    p.add_argument("--minutes", type=float, help="time budget of the search (candidates left are noted)")
-    p.add_argument("--output-dir", default="out/auto")
-    p.add_argument("--log", help="JSON-lines log of measured candidates to resume from (default beside the output)")
-    for flag, default, what in (("--top-k", 3, "candidates healed before the pick"), ("--heal-steps", 20,
-                                "distillation steps of each short heal"), ("--distill-steps", 100, "of the plan")):
-        p.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
-    p.add_argument("--max-samples", type=int, help="cap on the training / calibration texts")
-    for flag, default in (("--eval-samples", 128), ("--eval-max-length", 128), ("--seed", 0)):
-        p.add_argument(flag, type=int, default=default)
-    p.add_argument("--dry-run", action="store_true", help="plan only: print the plan and its recipe")
-    p.add_argument("--json", action="store_true", help="the plan (and measured numbers) as JSON on stdout")
-    p.set_defaults(func=_cmd_auto)
+def _add_auto_parser(sub) -> None:  # its _cmd_auto is recipe.auto.cmd_auto: cli.py is at its 300 lines
+    from .recipe.auto import add_auto_parser
 
-
-def _cmd_auto(args) -> int:
-    from .errors import HfCompressError
-    from .recipe.auto import EXIT_MISSED, check_auto_options, run_auto
-
-    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose", "json")}
-    try:  # a malformed target or option: one line, exit 2, before anything is loaded
-        options["target"] = check_auto_options(**options)
-    except HfCompressError as exc:
-        sys.stderr.write(f"hf-compress auto: error: {exc}\n")
-        return 2
-    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its metrics; stdout is for --json
-        result = run_auto(**options)
-    _print_json(result.to_dict()) if args.json else sys.stdout.write(result.summary() + "\n")
-    if not result.met:
-        where = f"; wrote the best found to {result.output_dir}" if result.output_dir else ""
-        sys.stderr.write(f"hf-compress auto: target missed: {result.plan.message}{where}\n")
-    return 0 if result.met else EXIT_MISSED
+    add_auto_parser(sub, print_json=_print_json)
 
 
 def _add_env_parser(sub) -> None:
@@ -245,6 +207,43 @@ def _cmd_env(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers such as 2,4, got {text!r}") from None
+
+
+def _add_cache_teacher_parser(sub) -> None:
+    p = sub.add_parser("cache-teacher", help="cache a teacher's top-k logits over a tokenized data set",
+                       description="Run MODEL once over DATA (a datasets.save_to_disk folder with input_ids) and "
+                       "write its top-k logits (and hidden states) to --output-dir; train from it with "
+                       "DistillationTrainer(teacher_cache=DIR, train_dataset=load_from_disk(DATA)). Rerun to resume.")
+    p.add_argument("model", help="teacher folder (safetensors)")
+    p.add_argument("data", help="tokenized data set folder (datasets.save_to_disk) with an input_ids column")
+    p.add_argument("--output-dir", required=True, help="cache folder (created, or continued when it holds one)")
+    p.add_argument("--task", default="causal-lm", choices=RECIPE_TASKS)
+    p.add_argument("--top-k", type=int, default=32, help="logits kept per token (default 32; 0 = none)")
+    p.add_argument("--hidden-layers", default=[], type=_int_list, help="teacher hidden-state indices, e.g. 2,4")
+    p.add_argument("--hidden-dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    p.add_argument("--max-length", type=int, default=None, help="truncate rows to this many tokens")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model folders that ship code")
+    p.add_argument("--json", action="store_true", help="print the cache summary as JSON on stdout")
+    p.set_defaults(func=_cmd_cache_teacher)
+
+
+def _cmd_cache_teacher(args) -> int:
+    from .distillation.cache import cache_teacher_from_folders
+
+    info = cache_teacher_from_folders(args.model, args.data, args.output_dir, task=args.task, top_k=args.top_k,
+                                      hidden_layers=args.hidden_layers, hidden_dtype=args.hidden_dtype,
+                                      max_length=args.max_length, batch_size=args.batch_size,
+                                      trust_remote_code=args.trust_remote_code)
+    _print_json(info) if args.json else sys.stdout.write("\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-compress",
@@ -252,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Hugging Face models into Hub-loadable checkpoints.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,auto,env}")
+    sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_run_parser,
         _add_validate_parser,
@@ -260,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench_parser,
         _add_auto_parser,
         _add_env_parser,
+        _add_cache_teacher_parser,
     ):
         add(sub)
     return parser

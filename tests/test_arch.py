@@ -57,3 +57,51 @@ def test_spec_variants_keep_the_llama_paths():
     llama, qwen2 = arch.get_arch(tiny_model("llama").config), arch.get_arch(tiny_model("qwen2").config)
     assert qwen2.linear_paths == llama.linear_paths and qwen2.layers == llama.layers
     assert qwen2.layer_threshold_keys == ("max_window_layers",) and not llama.per_layer_keys
+
+
+@pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
+def test_table_norms_activation_and_widths_exist(model_type):
+    model = tiny_model(model_type)
+    spec = arch.get_arch(model)
+    layer = arch.get_layers(model)[0]
+    base = model.base_model
+    for path in spec.norm_paths:
+        norm = arch.get_submodule(layer, path)
+        assert "norm" in type(norm).__name__.lower(), (model_type, path)
+        assert norm.weight.shape == (arch.hidden_size(model),)
+    for path in (spec.final_norm, spec.embedding_norm):
+        if path:
+            assert arch.get_submodule(base, path).weight.shape == (arch.hidden_size(model),)
+    assert spec.attn_norm or spec.post_norms, "a family has pre-norms or post-norms"
+    act = arch.get_submodule(layer, spec.mlp_act)
+    assert not list(act.parameters()) and not isinstance(act, torch.nn.Linear)
+    out = arch.get_submodule(layer, spec.mlp_out)
+    out_in = out.weight.t() if spec.conv1d else out.weight
+    assert out_in.shape == (arch.hidden_size(model), arch.intermediate_size(model))
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma", "gemma2", "gemma3_text", "phi3"])
+def test_norm_offset_is_what_the_norm_computes(model_type):
+    # the norm computes n(x) * (offset + w): with w = 0 it gives offset * n, with w = 1 (offset + 1) * n
+    model = tiny_model(model_type)
+    spec = arch.get_arch(model)
+    norm = arch.get_submodule(arch.get_layers(model)[0], spec.attn_norm)
+    x = torch.randn(2, 32)
+    with torch.no_grad():
+        out0 = norm.weight.zero_() is not None and norm(x)
+        out1 = norm.weight.fill_(1.0) is not None and norm(x)
+    assert torch.allclose(out0, spec.norm_offset * (out1 - out0), atol=1e-5)
+    assert (spec.norm_offset == 1.0) == model_type.startswith("gemma")
+
+
+def test_gpt2_widths_follow_its_config_defaults():
+    model = tiny_model("gpt2")
+    assert model.config.n_inner is None and arch.intermediate_size(model) == 4 * 32 == 128
+    assert arch.hidden_size(model) == 32 and arch.hidden_size(tiny_model("distilbert")) == 32
+
+    class T5Like:
+        d_model = 48
+
+    assert arch.hidden_size(T5Like()) == 48  # a teacher outside the table
+    with pytest.raises(UnsupportedArchitectureError, match="hidden width"):
+        arch.hidden_size(object())

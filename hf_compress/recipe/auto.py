@@ -9,9 +9,11 @@ When no candidate meets the target the best found is still written and ``met`` i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import yaml
 
 from .schema import parse_recipe
 
-__all__ = ["AutoResult", "run_auto", "check_auto_options", "EXIT_MISSED"]
+__all__ = ["AutoResult", "run_auto", "check_auto_options", "add_auto_parser", "cmd_auto", "EXIT_MISSED"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +217,51 @@ def run_auto(model: str, data: str, target, *, task: str = "feature-extraction",
     result.run = run_recipe(parsed, extra=extra)
     result.output_dir, result.measured = result.run.output_dir, plan.measured
     return result
+
+
+def add_auto_parser(sub, print_json):
+    """``hf-compress auto``'s arguments (the CLI's ``_add_x_parser`` half; :func:`cmd_auto` is the other)."""
+    p = sub.add_parser(
+        "auto",
+        help="choose a compression plan for a budget, run it, write model + card + recipe",
+        description="Search depth x width x heads x int8 for MODEL under --target, heal the best few, run the "
+        "pick's recipe. Exit 3 when no candidate meets the target (the best found is written).",
+    )
+    p.add_argument("model", help="a bundled asset (minilm, smollm2, mpnet), a local folder or a Hub id")
+    p.add_argument("--data", required=True, help="wiki-summaries, snli or a .txt/.json/.jsonl file")
+    p.add_argument("--target", required=True, help="speedup=4 | params=0.6 | mib=40 | latency-ms=30")
+    p.add_argument("--task", default="feature-extraction")
+    p.add_argument("--max-drop", type=float, help="allowed quality drop: pick the fastest/smallest within it")
+    p.add_argument("--minutes", type=float, help="time budget of the search (candidates left are noted)")
+    p.add_argument("--output-dir", default="out/auto")
+    p.add_argument("--log", help="JSON-lines log of measured candidates to resume from (default: beside the output)")
+    p.add_argument("--top-k", type=int, default=3, help="candidates healed before the pick (default 3)")
+    p.add_argument("--heal-steps", type=int, default=20, help="distillation steps of each heal (default 20)")
+    p.add_argument("--distill-steps", type=int, default=100, help="distillation steps of the plan (default 100)")
+    p.add_argument("--max-samples", type=int, help="cap on the training / calibration texts")
+    for flag, default in (("--eval-samples", 128), ("--eval-max-length", 128), ("--seed", 0)):
+        p.add_argument(flag, type=int, default=default)
+    p.add_argument("--dry-run", action="store_true", help="plan only: print the plan and its recipe")
+    p.add_argument("--json", action="store_true", help="the plan (and measured numbers) as JSON on stdout")
+    p.set_defaults(func=lambda args: cmd_auto(args, print_json))
+    return p
+
+
+def cmd_auto(args, print_json) -> int:
+    """Exit 0 when the plan meets the target, 2 on a malformed target or option (one line, nothing loaded),
+    3 when the best found misses it (still written)."""
+    from ..errors import HfCompressError
+
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose", "json")}
+    try:
+        options["target"] = check_auto_options(**options)
+    except HfCompressError as exc:
+        sys.stderr.write(f"hf-compress auto: error: {exc}\n")
+        return 2
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its metrics; stdout is for --json
+        result = run_auto(**options)
+    print_json(result.to_dict()) if args.json else sys.stdout.write(result.summary() + "\n")
+    if not result.met:
+        where = f"; wrote the best found to {result.output_dir}" if result.output_dir else ""
+        sys.stderr.write(f"hf-compress auto: target missed: {result.plan.message}{where}\n")
+    return 0 if result.met else EXIT_MISSED

@@ -56,9 +56,8 @@ def topic_probe(model, tokenizer, n_train: int = 480, n_test: int = 240, max_len
     from ..assets import load_wiki_summaries
     from ..evaluation import accuracy, mean_pooled, tokenize_batches
 
-    rows = [r for r in load_wiki_summaries() if r.get("extract")]
-    train = [r for i, r in enumerate(rows) if i % 10 != 0][::7][:n_train]
-    test = [r for i, r in enumerate(rows) if i % 10 == 0][:n_test]
+    train = load_wiki_summaries("calibration")[::7][:n_train]
+    test = load_wiki_summaries("heldout")[:n_test]
     topics = sorted({r["topic"] for r in train})
 
     def embed(items):

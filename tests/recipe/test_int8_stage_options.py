@@ -1,6 +1,6 @@
 """The recipe's quantize_int8 stage passes the int8 kernel options through to Int8Config."""
 
-from hf_compress.methods.int8.stage import QuantizeInt8Config
+from hf_compress.methods.int8.config import QuantizeInt8Config
 
 
 def test_compile_and_fuse_reach_the_int8_config():
@@ -13,8 +13,8 @@ def test_compile_and_fuse_reach_the_int8_config():
 def test_every_shared_field_reaches_the_parts_config_as_a_copy():
     from dataclasses import fields
 
-    from hf_compress.methods.heads.stage import PruneHeadsConfig
-    from hf_compress.methods.sparsity.stage import SparsifyConfig
+    from hf_compress.methods.heads.config import PruneHeadsConfig
+    from hf_compress.methods.sparsity.config import SparsifyConfig
 
     stages = [PruneHeadsConfig(fraction=0.5, uniform=False, export="masked", normalize=False),
               SparsifyConfig(sparsity=0.3, method="magnitude", scope="per_layer", ignore=["lm_head", "x"]),

@@ -10,8 +10,8 @@ import yaml
 
 from hf_compress.errors import RecipeError
 from hf_compress.distillation.stage import DistillConfig
-from hf_compress.methods.heads.stage import PruneHeadsConfig
-from hf_compress.methods.int8.stage import QuantizeInt8Config
+from hf_compress.methods.heads.config import PruneHeadsConfig
+from hf_compress.methods.int8.config import QuantizeInt8Config
 from hf_compress.recipe.schema import apply_overrides, load_recipe, parse_recipe
 
 BASE = {

@@ -1,7 +1,8 @@
 """Attention heads: gradient importance, selection (GQA-aware), physical or masked pruning, export."""
 
 from ...core.registry import MethodSpec, register
-from .stage import PruneHeadsConfig, prune_heads_stage
+from .config import PruneHeadsConfig
+from .stage import prune_heads_stage
 
 register(
     MethodSpec(

@@ -21,8 +21,10 @@ import torch
 import torch.nn as nn
 
 from ... import arch
+from ...core.modules import in_features
+from ...core.slicing import keep_in_cols, keep_out_rows, zero_in_cols, zero_out_rows
 from ...errors import SurgeryError
-from .slicing import (gqa_structure, head_rows, keep_in_cols, keep_out_rows, zero_in_cols, zero_out_rows)
+from .slicing import gqa_structure, head_rows
 from .remote_code import modeling_pruned_heads as remote
 
 logger = logging.getLogger(__name__)
@@ -42,14 +44,10 @@ def _projections(model: nn.Module, layer: nn.Module) -> tuple[list[nn.Module], n
     return [arch.get_submodule(layer, p) for p in (spec.q, spec.k, spec.v)], None, o
 
 
-def _o_in_features(o: nn.Module) -> int:
-    return o.weight.shape[0] if type(o).__name__ == "Conv1D" else o.weight.shape[1]
-
-
 def layer_head_counts(model: nn.Module) -> list[int]:
     """Current number of query heads of every layer (read from the output projection's width)."""
     d = arch.head_dim(model)
-    return [_o_in_features(_projections(model, layer)[2]) // d for layer in arch.get_layers(model)]
+    return [in_features(_projections(model, layer)[2]) // d for layer in arch.get_layers(model)]
 
 
 def _qkv_sections(model: nn.Module, heads: int) -> tuple[int, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -24,32 +23,13 @@ from tqdm.auto import tqdm
 
 from ... import arch
 from ...errors import SurgeryError
+from .config import EXPORTS, HeadPruningConfig
 from .export import PER_LAYER_FAMILIES, layer_head_counts, mask_heads, prune_per_layer, prune_uniform
 from .slicing import check_plan
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HeadPruningConfig", "head_importance", "select_heads", "prune_heads", "prune_heads_by_importance"]
-
-EXPORTS = ("physical", "masked")
-
-
-@dataclass
-class HeadPruningConfig:
-    """Settings of :func:`prune_heads_by_importance` (and of the recipe stage that calls it)."""
-
-    fraction: float = 0.25  # share of heads (or KV groups with whole_groups) to remove
-    uniform: bool = True  # the same count in every layer (and every KV group)
-    whole_groups: bool = False  # GQA models: remove whole key/value groups instead of query heads
-    export: str = "physical"
-    normalize: bool = True  # per-layer L2 normalisation of the importance (bertology's exponent 2)
-
-    def __post_init__(self):
-        if not isinstance(self.fraction, (int, float)) or not 0 <= self.fraction < 1:
-            raise SurgeryError(f"`fraction` must be a number in [0, 1), got {self.fraction!r}")
-        if self.export not in EXPORTS:
-            raise SurgeryError(f"`export` must be one of {EXPORTS}, got {self.export!r}")
-
 
 def _lm_labels(model: nn.Module, batch: dict) -> torch.Tensor:
     if model.get_output_embeddings() is None:
@@ -214,6 +194,19 @@ def select_heads(
     return plan
 
 
+def _check_float_projections(model: nn.Module) -> None:
+    """Head surgery slices float ``nn.Linear`` / ``Conv1D`` weights; refuse anything else (int8 modules)."""
+    spec = arch.get_arch(model)
+    for i, layer in enumerate(arch.get_layers(model)):
+        for path in spec.attention_paths:
+            module = arch.get_submodule(layer, path)
+            weight = getattr(module, "weight", None)
+            kind = type(module).__name__
+            if kind not in ("Linear", "Conv1D") or not torch.is_tensor(weight) or not weight.is_floating_point():
+                raise SurgeryError(f"prune_heads needs float attention projections, got layer {i}'s {path} as "
+                                   f"{kind} (an int8-quantized model?); prune heads before quantize_int8")
+
+
 def prune_heads(model: nn.Module, plan: dict[int, list[int]], export: str = "physical") -> nn.Module:
     """Remove the planned heads in place and return the model.
 
@@ -227,6 +220,7 @@ def prune_heads(model: nn.Module, plan: dict[int, list[int]], export: str = "phy
     if export not in EXPORTS:
         raise SurgeryError(f"export must be one of {EXPORTS}, got {export!r}")
     spec = arch.get_arch(model)
+    _check_float_projections(model)  # before anything changes
     plan = check_plan(plan, layer_head_counts(model))
     if not plan:
         return model

@@ -1,8 +1,8 @@
-"""Tensor surgery behind :func:`hf_compress.prune_heads`: slicing and zeroing attention heads.
+"""Head geometry behind :func:`hf_compress.prune_heads`: which rows and columns a head owns, GQA shapes.
 
-Weights are handled in the ``nn.Linear`` layout ``[out, in]``; GPT-2's ``Conv1D`` stores ``[in, out]`` and is
-transposed on the way in and out. A head ``h`` of size ``d`` owns output rows ``h*d:(h+1)*d`` of q/k/v and
-input columns ``h*d:(h+1)*d`` of the output projection.
+A head ``h`` of size ``d`` owns output rows ``h*d:(h+1)*d`` of q/k/v and input columns ``h*d:(h+1)*d`` of the
+output projection (in the ``[out, in]`` view); the rows and columns are kept or zeroed by
+:mod:`hf_compress.core.slicing`.
 
 Grouped-query attention (llama family): query head ``h`` reads key/value head ``h // r`` with
 ``r = num_heads // num_kv_heads``, and the stock attention code needs the same ``r`` in every group of every
@@ -19,70 +19,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn as nn
 
 from ...errors import SurgeryError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["head_rows", "keep_out_rows", "keep_in_cols", "zero_out_rows", "zero_in_cols", "LayerShape",
-           "gqa_structure"]
+__all__ = ["head_rows", "LayerShape", "gqa_structure", "check_plan"]
 
 
 def head_rows(heads, head_dim: int, offset: int = 0) -> torch.Tensor:
     """Row indices ``offset + h*head_dim + j`` for every head ``h`` in ``heads`` (in that order)."""
     heads = torch.as_tensor(list(heads), dtype=torch.long)
     return (offset + heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).reshape(-1)  # (n*d,)
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"
-
-
-def keep_out_rows(module: nn.Module, rows: torch.Tensor) -> None:
-    """Keep only output features ``rows`` of a Linear/Conv1D, in place (parameters replaced)."""
-    with torch.no_grad():
-        if _is_conv1d(module):
-            weight = module.weight[:, rows]  # Conv1D weight (in, out)
-            module.nf = len(rows)
-        else:
-            weight = module.weight[rows]  # (out, in)
-            module.out_features = len(rows)
-        module.weight = nn.Parameter(weight.clone(), requires_grad=module.weight.requires_grad)
-        if module.bias is not None:
-            module.bias = nn.Parameter(module.bias[rows].clone(), requires_grad=module.bias.requires_grad)
-
-
-def keep_in_cols(module: nn.Module, cols: torch.Tensor) -> None:
-    """Keep only input features ``cols`` of a Linear/Conv1D, in place (the bias is unchanged)."""
-    with torch.no_grad():
-        if _is_conv1d(module):
-            weight = module.weight[cols, :]
-            module.nx = len(cols)
-        else:
-            weight = module.weight[:, cols]
-            module.in_features = len(cols)
-        module.weight = nn.Parameter(weight.clone(), requires_grad=module.weight.requires_grad)
-
-
-def zero_out_rows(module: nn.Module, rows: torch.Tensor) -> None:
-    """Zero output features ``rows`` (weight and bias) in place."""
-    with torch.no_grad():
-        if _is_conv1d(module):
-            module.weight[:, rows] = 0
-        else:
-            module.weight[rows] = 0
-        if module.bias is not None:
-            module.bias[rows] = 0
-
-
-def zero_in_cols(module: nn.Module, cols: torch.Tensor) -> None:
-    """Zero input features ``cols`` in place."""
-    with torch.no_grad():
-        if _is_conv1d(module):
-            module.weight[cols, :] = 0
-        else:
-            module.weight[:, cols] = 0
 
 
 @dataclass
@@ -152,10 +100,17 @@ def check_plan(plan, head_counts: list[int]) -> dict[int, list[int]]:
         raise SurgeryError(f"plan must be a dict {{layer: [head indices]}}, got {type(plan).__name__}")
     clean = {}
     for layer, heads in plan.items():
-        if not isinstance(layer, int) or not 0 <= layer < len(head_counts):
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(head_counts):
             raise SurgeryError(f"plan layer {layer!r} must be an int in [0, {len(head_counts)}); "
                                f"fix the plan keys")
-        heads = sorted({int(h) for h in heads})
+        if not isinstance(heads, (list, tuple)):
+            raise SurgeryError(f"plan[{layer}] must be a list of head indices, got {heads!r}")
+        odd = [h for h in heads if isinstance(h, bool) or not isinstance(h, int)]
+        if odd:
+            raise SurgeryError(f"plan[{layer}] must hold ints, got {odd[0]!r} in {list(heads)!r}")
+        if len(set(heads)) != len(heads):
+            raise SurgeryError(f"plan[{layer}] repeats head(s) in {list(heads)!r}; list each head once")
+        heads = sorted(heads)
         bad = [h for h in heads if not 0 <= h < head_counts[layer]]
         if bad:
             raise SurgeryError(f"plan heads {bad} of layer {layer} must be in [0, {head_counts[layer]})")

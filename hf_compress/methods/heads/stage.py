@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .config import PruneHeadsConfig
 
-import torch
-
-from ...core.checks import check_choice, check_positive, part_config
-from ...errors import HfCompressError, RecipeError
-
-__all__ = ["PruneHeadsConfig", "prune_heads_stage", "embedding_alignment_loss"]
+__all__ = ["prune_heads_stage", "embedding_alignment_loss"]
 
 
-@dataclass
-class PruneHeadsConfig:
-    """Prune a fraction of attention heads ranked by gradient importance (or at random); the fields of
-    :class:`hf_compress.methods.heads.prune.HeadPruningConfig` plus how to rank."""
-
-    fraction: float = 0.25
-    uniform: bool = True
-    whole_groups: bool = False
-    export: str = "physical"
-    normalize: bool = True
-    method: str = "importance"
-    num_batches: int = 8
-
-    def __post_init__(self):
-        check_choice("method", self.method, ("importance", "random"), RecipeError)
-        check_positive("num_batches", self.num_batches, RecipeError)
-        try:
-            self.part_config()
-        except HfCompressError as exc:
-            raise RecipeError(str(exc)) from None
-
-    def part_config(self):
-        from .prune import HeadPruningConfig
-
-        return part_config(self, HeadPruningConfig)
-
-
-def embedding_alignment_loss(teacher: torch.nn.Module):
+def embedding_alignment_loss(teacher):
     """``loss_fn(model, batch)`` for head importance of a model without a head: minus the dot product of the
     model's and the (frozen) teacher's mean-pooled last hidden states. Its gradient on a head gate measures
     how much that head moves the sentence embedding along the teacher's; unlike a distance it is not
     zero-gradient when the model still equals the teacher."""
+    import torch
 
     def pooled(model, batch):
         hidden = model(**batch).last_hidden_state  # (B, T, H)
@@ -59,6 +28,8 @@ def embedding_alignment_loss(teacher: torch.nn.Module):
 
 
 def prune_heads_stage(ctx, cfg: PruneHeadsConfig):
+    import torch
+
     from ...arch import num_heads, num_kv_heads, num_layers
     from .prune import prune_heads, prune_heads_by_importance, select_heads
 

@@ -2,7 +2,8 @@
 kernels, the compressed-tensors file format and its ``from_pretrained`` loader."""
 
 from ...core.registry import MethodSpec, register
-from .stage import QuantizeInt8Config, quantize_int8_stage
+from .config import QuantizeInt8Config
+from .stage import quantize_int8_stage
 
 register(
     MethodSpec(

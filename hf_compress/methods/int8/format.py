@@ -8,7 +8,7 @@ Two schemes, exactly as the ``compressed-tensors`` library (0.20) writes them:
   dynamic symmetric per-token int8 ``input_activations`` in the config.
 
 The scale is ``row_absmax / 127.5`` and ``q = clamp(round(w / scale), -128, 127)``, as compressed-tensors'
-``calculate_qparams`` and ``quantize`` compute them. This module is a leaf (torch and errors only) so that
+``calculate_qparams`` and ``quantize`` compute them. This module is a leaf (torch, errors and the light ``config``) so that
 both :mod:`hf_compress.methods.int8.quantize` and the loader in :mod:`hf_compress.methods.int8.loader` can use it.
 """
 
@@ -20,6 +20,7 @@ import math
 import torch
 
 from ...errors import QuantizationError
+from .config import MODES
 
 __all__ = [
     "QUANT_METHOD",
@@ -34,7 +35,6 @@ __all__ = [
 
 QUANT_METHOD = "compressed-tensors"
 CT_VERSION = "0.20.1"  # the compressed-tensors release whose output this module reproduces
-MODES = ("w8a16", "w8a8")
 FORMATS = {"w8a16": "pack-quantized", "w8a8": "int-quantized"}
 MODE_OF_FORMAT = {fmt: mode for mode, fmt in FORMATS.items()}
 

@@ -1,7 +1,8 @@
 """Depth: layer importance (block influence, angular), dropping layers, shallower students."""
 
 from ...core.registry import MethodSpec, register
-from .stage import DropLayersConfig, StudentFromTeacherConfig, drop_layers_stage, student_from_teacher_stage
+from .config import DropLayersConfig, StudentFromTeacherConfig
+from .stage import drop_layers_stage, student_from_teacher_stage
 
 register(
     MethodSpec(

@@ -24,12 +24,11 @@ from tqdm.auto import tqdm
 
 from ...arch import get_layers
 from ...errors import SurgeryError
+from .config import METHODS
 
 __all__ = ["METHODS", "layer_importance", "select_layers"]
 
 logger = logging.getLogger(__name__)
-
-METHODS = ("block_influence", "angular")
 
 
 def _angular(cos: torch.Tensor) -> torch.Tensor:

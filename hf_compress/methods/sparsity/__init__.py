@@ -1,7 +1,8 @@
 """Weight sparsity: magnitude, Wanda, N:M (2:4) patterns, per-row or global, made permanent on save."""
 
 from ...core.registry import MethodSpec, register
-from .stage import SparsifyConfig, sparsify_stage
+from .config import SparsifyConfig
+from .stage import sparsify_stage
 
 register(
     MethodSpec(

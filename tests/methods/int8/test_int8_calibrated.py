@@ -228,7 +228,7 @@ def test_smoothquant_value_validation(value, match):
 def test_recipe_accepts_auto_and_rejects_bad_values():
     from hf_compress.errors import RecipeError
     from hf_compress.recipe.build import build_dataclass
-    from hf_compress.methods.int8.stage import QuantizeInt8Config
+    from hf_compress.methods.int8.config import QuantizeInt8Config
 
     stage = build_dataclass(QuantizeInt8Config, {"smoothquant": "auto", "method": "gptq"}, "stages[0]")
     assert stage.needs_calibration and stage.part_config(calibration=[{}]).smoothquant == "auto"
