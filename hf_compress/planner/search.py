@@ -118,6 +118,20 @@ def plan_compression(model, calibration: list[str], *, tokenizer, target, task: 
     file of measured candidates that a second call resumes from; ``latency_fn(models, inputs) -> seconds``
     replaces the side-by-side timer (tests). The model is not changed."""
     target = _check(target, calibration, max_drop, top_k, heal_steps, distill_steps, minutes)
+    reference = teacher if teacher is not None else model
+    flags = [p.requires_grad for p in reference.parameters()]  # a heal freezes its teacher: restored after
+    try:
+        return _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, max_drop, top_k,
+                     heal_steps, distill_steps, distill, minutes, log, latency_fn, seed, batch_size, max_length,
+                     proxy_batches, eval_texts, progress)
+    finally:
+        for p, flag in zip(reference.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, max_drop, top_k, heal_steps,
+          distill_steps, distill, minutes, log, latency_fn, seed, batch_size, max_length, proxy_batches,
+          eval_texts, progress) -> Plan:
     from ..evaluation import tokenize_batches
 
     start = time.perf_counter()
@@ -197,7 +211,7 @@ def plan_compression(model, calibration: list[str], *, tokenizer, target, task: 
             if cand.structure not in healed:
                 structural, _ = structures.get(cand)
                 hctx = copy.copy(ctx)
-                hctx.model, hctx.records = copy.deepcopy(structural), []
+                hctx.model, hctx.records = copy.deepcopy(structural).requires_grad_(True), []
                 if heal_steps and cand.structural_stages(base_layers) and "distill" in table:
                     run_stages(hctx, [("distill", dict(fields, max_steps=heal_steps))])
                 healed[cand.structure] = hctx.model

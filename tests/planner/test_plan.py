@@ -5,6 +5,7 @@ unregistered method is left out with a note, and a target nothing meets returns 
 from __future__ import annotations
 
 import pytest
+import torch
 from planner_helpers import SMALL_SPACE, fake_latency, linear_cost, never_called, texts, tiny_bert
 
 from hf_compress.core import registry
@@ -129,3 +130,13 @@ def test_bad_options_are_refused_before_searching():
     for kwargs, match in (({"max_drop": 1.5}, "max_drop"), ({"top_k": 0}, "top_k"), ({"minutes": -1}, "minutes")):
         with pytest.raises(HfCompressError, match=match):
             plan(latency_fn=never_called, **kwargs)
+
+
+def test_the_model_is_left_as_it_was():
+    """Healing freezes its teacher (the model given): the planner restores it, weights untouched."""
+    model = tiny_bert()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan_compression(model, texts(), tokenizer=TOK, target="speedup=1.6", space=SMALL_SPACE, heal_steps=1,
+                     max_length=32, latency_fn=fake_latency, progress=False, top_k=3)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
