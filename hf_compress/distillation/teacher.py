@@ -44,11 +44,13 @@ def _class_names(mapping) -> set[str]:
 
 
 def model_task(model: nn.Module) -> str:
-    """Which auto-class family the model belongs to: one of ``TASKS``."""
+    """Which auto-class family the model belongs to: one of ``TASKS``. Subclasses of a stock class count as
+    that class (a physically head-pruned BERT is a ``PrunedHeadsBertModel(BertModel)``)."""
     name = type(model).__name__
-    for task, (_, mapping) in TASKS.items():
-        if name in _class_names(mapping):
-            return task
+    for cls in type(model).__mro__:
+        for task, (_, mapping) in TASKS.items():
+            if cls.__name__ in _class_names(mapping):
+                return task
     raise HfCompressError(
         f"{name} is not a causal-LM, masked-LM, sequence- or token-classification or base transformers model; "
         f"DistillationTrainer supports only those"
