@@ -1,4 +1,4 @@
-"""``hf-compress``: run | validate | inspect | bench | env.
+"""``hf-compress``: run | validate | inspect | bench | env | cache-teacher.
 
 Exit status: 0 on success, 2 on usage or recipe errors (one line on stderr, no traceback), 1 on a runtime
 failure (one line; ``-v`` adds the traceback). Logs and progress bars go to stderr, ``--json`` to stdout.
@@ -14,6 +14,8 @@ import logging
 import os
 import sys
 import traceback
+
+from .tasks import RECIPE_TASKS
 
 __all__ = ["main", "build_parser"]
 
@@ -130,7 +132,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("model")
     p.add_argument("--baseline", help="a second model measured side by side; quality is agreement with it")
     p.add_argument(
-        "--task", default=None, help="feature-extraction, fill-mask, causal-lm or text-classification"
+        "--task", default=None, choices=RECIPE_TASKS, help="default: the recorded task, else from config.json"
     )
     p.add_argument("--samples", type=int, default=64, help="held-out texts (default 64)")
     p.add_argument("--repeats", type=int, default=7, help="latency repeats; the median is reported")
@@ -198,6 +200,43 @@ def _cmd_env(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers such as 2,4, got {text!r}") from None
+
+
+def _add_cache_teacher_parser(sub) -> None:
+    p = sub.add_parser("cache-teacher", help="cache a teacher's top-k logits over a tokenized data set",
+                       description="Run MODEL once over DATA (a datasets.save_to_disk folder with input_ids) and "
+                       "write its top-k logits (and hidden states) to --output-dir; train from it with "
+                       "DistillationTrainer(teacher_cache=DIR, train_dataset=load_from_disk(DATA)). Rerun to resume.")
+    p.add_argument("model", help="teacher folder (safetensors)")
+    p.add_argument("data", help="tokenized data set folder (datasets.save_to_disk) with an input_ids column")
+    p.add_argument("--output-dir", required=True, help="cache folder (created, or continued when it holds one)")
+    p.add_argument("--task", default="causal-lm", choices=RECIPE_TASKS)
+    p.add_argument("--top-k", type=int, default=32, help="logits kept per token (default 32; 0 = none)")
+    p.add_argument("--hidden-layers", default=[], type=_int_list, help="teacher hidden-state indices, e.g. 2,4")
+    p.add_argument("--hidden-dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    p.add_argument("--max-length", type=int, default=None, help="truncate rows to this many tokens")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model folders that ship code")
+    p.add_argument("--json", action="store_true", help="print the cache summary as JSON on stdout")
+    p.set_defaults(func=_cmd_cache_teacher)
+
+
+def _cmd_cache_teacher(args) -> int:
+    from .distillation.cache import cache_teacher_from_folders
+
+    info = cache_teacher_from_folders(args.model, args.data, args.output_dir, task=args.task, top_k=args.top_k,
+                                      hidden_layers=args.hidden_layers, hidden_dtype=args.hidden_dtype,
+                                      max_length=args.max_length, batch_size=args.batch_size,
+                                      trust_remote_code=args.trust_remote_code)
+    _print_json(info) if args.json else sys.stdout.write("\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-compress",
@@ -205,13 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Hugging Face models into Hub-loadable checkpoints.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,env}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,env,cache-teacher}")
     for add in (
         _add_run_parser,
         _add_validate_parser,
         _add_inspect_parser,
         _add_bench_parser,
         _add_env_parser,
+        _add_cache_teacher_parser,
     ):
         add(sub)
     return parser

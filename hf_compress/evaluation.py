@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .assets import wiki_texts  # the bundled corpus, split by the one held-out rule
+
 __all__ = [
     "param_count",
     "model_bytes",
@@ -138,18 +140,6 @@ def latency_side_by_side(models: dict[str, nn.Module], inputs: dict, repeats: in
             if r >= warmup:
                 times[name].append(elapsed)
     return {n: statistics.median(t) for n, t in times.items()}
-
-
-def wiki_texts(split: str = "heldout", n: int | None = None) -> list[str]:
-    """Wikipedia summaries (bundled asset), split deterministically: every 10th article is ``heldout``,
-    the rest ``calibration``. Use calibration text to score or train, held-out text to measure."""
-    from .assets import load_wiki_summaries
-
-    if split not in ("calibration", "heldout"):
-        raise ValueError(f"`split` must be 'calibration' or 'heldout', got {split!r}")
-    rows = load_wiki_summaries()
-    keep = [r["extract"] for i, r in enumerate(rows) if (i % 10 == 0) == (split == "heldout") and r.get("extract")]
-    return keep[:n] if n is not None else keep
 
 
 def accuracy(predictions, labels) -> float:

@@ -30,10 +30,13 @@ from ..arch import num_layers
 from ..errors import HfCompressError
 from . import losses
 from .args import DistillationArguments
+from .cache_format import ROW_COLUMN
+from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .masks import WindowCounts, item_masks, window_totals
-from .metrics import distillation_metrics
-from .teacher import LiveTeacher, check_compatible, load_teacher, prepare_teacher
+from .metrics import DistillationEvalMixin
+from .peft_student import base_of, check_student, teacher_source
+from .teacher import cached_teacher_for, load_teacher
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
@@ -51,39 +54,52 @@ class _ZeroProjectionGrads(TrainerCallback):
         self.projections.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(DistillationEvalMixin, Trainer):
     """Distil ``teacher_model`` into ``model`` (see the module docstring for the exact loss).
 
     The teacher object is changed in place (frozen, eval mode, moved to the student's device and dtype), as the
-    Trainer does with the student; pass a copy to keep the original as it was.
+    Trainer does with the student; pass a copy to keep the original as it was. ``evaluate()`` / ``predict()`` are
+    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
 
     def __init__(self, model=None, teacher_model=None, args: DistillationArguments | None = None,
-                 teacher_trust_remote_code: bool = False, **kwargs):
+                 teacher_trust_remote_code: bool = False, teacher_cache=None, **kwargs):
         if not isinstance(args, DistillationArguments):
             raise HfCompressError(f"`args` must be a DistillationArguments, got {type(args).__name__}")
-        if teacher_model is None:
-            raise HfCompressError("`teacher_model` is required: a model, a folder or a repo id")
+        if (teacher_model is None) == (teacher_cache is None):
+            raise HfCompressError("pass exactly one of `teacher_model` (a model, a folder or a repo id) and "
+                                  f"`teacher_cache` (a cache_teacher_outputs folder), got "
+                                  f"{'both' if teacher_model is not None else 'neither'}")
         if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
             raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
+        check_student(model)
+        if teacher_cache is not None:  # checked before the Trainer is built: it needs the row column
+            source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
+                teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
         super().__init__(model=model, args=args, **kwargs)
-        student = self.model
-        teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
-        self.task = check_compatible(student, teacher, need_logits=args.alpha_logits > 0)
+        self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
+        student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
         device = next(student.parameters()).device
-        self.teacher = prepare_teacher(teacher, device, student.dtype)
-        self.teacher_source = LiveTeacher(self.teacher)
+        if teacher_cache is None:
+            teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
+            source, task, self.teacher = teacher_source(self.model, teacher, need_logits=args.alpha_logits > 0)
+            t_shape = (num_layers(self.teacher), hidden_width(self.teacher))
+        else:
+            self.teacher = None
+        self.teacher_source, self.task = source, task
         self.causal = self.task == "causal-lm"
         self.layer_pairs: list[tuple[int, int]] = []
         self.projections = None
         if args.alpha_hidden > 0:
-            self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), num_layers(teacher),
+            self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), t_shape[0],
                                                    args.include_embeddings)
+            if teacher_cache is not None:
+                source.check_hidden_layers([t for _, t in self.layer_pairs])
             with torch.random.fork_rng(devices=[]):  # same initial projections in every process
                 torch.manual_seed(args.seed)
-                self.projections = HiddenProjections(self.layer_pairs, hidden_width(student), hidden_width(teacher))
+                self.projections = HiddenProjections(self.layer_pairs, hidden_width(student), t_shape[1])
             self.projections.to(device=device, dtype=student.dtype)
             self._register_projection_grad_sync()
             self.add_callback(_ZeroProjectionGrads(self.projections))
@@ -105,6 +121,11 @@ class DistillationTrainer(Trainer):
             factor = float(world)
         return WindowCounts(*totals.clamp(min=1).unbind(), world_factor=factor)
 
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if ROW_COLUMN not in self._signature_columns:  # the cache row of each example must reach the batch
+            self._signature_columns.append(ROW_COLUMN)
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The window's micro-batches and their :class:`WindowCounts` (replaces transformers' label count)."""
         batches = list(itertools.islice(epoch_iterator, num_batches))
@@ -118,15 +139,18 @@ class DistillationTrainer(Trainer):
         logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
         use_task = args.alpha_task > 0 and labels is not None and n_task > 0
         want_hidden = bool(self.layer_pairs)
-        student_inputs = {k: v for k, v in inputs.items() if use_task or k != "labels"}
+        student_inputs = {k: v for k, v in inputs.items() if (use_task or k != "labels") and k != ROW_COLUMN}
         s_out = model(**student_inputs, output_hidden_states=want_hidden)
         t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}))
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
         if args.alpha_logits > 0:
-            s_logits, t_logits = s_out.logits, t_out.logits
-            if self.causal:
-                s_logits, t_logits = s_logits[:, :-1], t_logits[:, :-1]  # (B, T-1, V)
+            cut = (lambda x: x[:, :-1]) if self.causal else (lambda x: x)  # (B, T-1, V): i predicts i+1
+            if t_out.logits is not None:
+                s_logits, t_logits = cut(s_out.logits), cut(t_out.logits)
+            else:  # cached top-k: k buckets + one tail bucket on both sides
+                s_logits, t_logits = losses.topk_buckets(cut(s_out.logits), cut(t_out.topk_ids),
+                                                         cut(t_out.topk_logits), cut(t_out.tail_logsumexp))
             out["kd"] = self._logit_loss(s_logits, t_logits, mask=logit_mask, reduction="sum")
         if want_hidden:
             total = zero
@@ -242,14 +266,3 @@ class DistillationTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.projections is not None:
             self.projections.load(resume_from_checkpoint)
-
-    # ---- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
-        """Distillation loss terms on the eval set, plus student/teacher perplexity (causal LMs) or accuracy
-        (sequence classifiers with labels). Offline: no metric scripts are downloaded."""
-        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # calls back per dataset
-        metrics = distillation_metrics(self, self.get_eval_dataloader(eval_dataset), metric_key_prefix)
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics

@@ -15,17 +15,16 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str) -> Path:
-    """A checkpoint folder, or the folder of a bundled model asset (``minilm``, ``smollm2``, ``mpnet``)."""
-    from ..assets import ASSETS, get_asset
+    """A checkpoint folder, or the folder of a bundled model asset (:data:`hf_compress.assets.MODEL_ASSETS`)."""
+    from ..assets import MODEL_ASSETS, get_asset
     from ..errors import CheckpointError
 
     if Path(name).is_dir():
         return Path(name)
-    if name in ASSETS and ASSETS[name].kind == "model":
+    if name in MODEL_ASSETS:
         return get_asset(name)
     raise CheckpointError(
-        f"model {name!r} is neither a checkpoint folder nor a bundled model asset "
-        f"({', '.join(n for n, a in ASSETS.items() if a.kind == 'model')})"
+        f"model {name!r} is neither a checkpoint folder nor a bundled model asset ({', '.join(MODEL_ASSETS)})"
     )
 
 
@@ -39,8 +38,9 @@ def _task_of(path: Path, task: str | None) -> str:
         return recorded
     import json
 
-    archs = json.loads((path / "config.json").read_text()).get("architectures") or [""]
-    return "causal-lm" if archs[0].endswith("ForCausalLM") else "feature-extraction"
+    from ..tasks import task_of_architectures
+
+    return task_of_architectures(json.loads((path / "config.json").read_text()).get("architectures"))
 
 
 def bench(

@@ -7,7 +7,8 @@
 * ``snli_ranking``: each test premise ranks the hypotheses of all entailment test pairs by cosine; mean
   reciprocal rank of its own hypothesis.
 * ``docs_probe``: nearest-centroid accuracy of which section of the Python documentation (library, c-api,
-  whatsnew, howto, tutorial, reference, faq) a paragraph comes from; files are split, never paragraphs.
+  whatsnew, howto, tutorial, reference, faq) a paragraph comes from; test paragraphs come from the held-out
+  files of the one held-out rule, centroids from the others (files are split, never paragraphs).
 
 SNLI and the Python documentation are outside data: no shipped recipe distils on them.
 """
@@ -90,19 +91,25 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def _docs_split(per_class: tuple[int, int]) -> tuple[tuple, tuple]:
-    """Paragraphs per section: files 0, 4, 8, ... of each section (sorted) are the test files."""
-    from ..assets import get_asset
+    """Paragraphs per section: centroids from the calibration files, tests from the held-out files of the
+    one held-out rule (``assets.heldout_split`` over the sorted files, as ``asset_texts("python-docs", ...)``),
+    so a recipe that distils on the Python docs' calibration split never sees a test paragraph."""
+    import glob
+
+    from ..assets import get_asset, heldout_split
 
     root = get_asset("python-docs")
+    files = sorted(glob.glob(str(root / "**" / "*.rst.txt"), recursive=True))
     train, test = ([], []), ([], [])
-    for label, section in enumerate(DOCS_SECTIONS):
-        files = sorted((root / section).rglob("*.rst.txt"))
-        for split, n, pick in ((train, per_class[0], lambda i: i % 4), (test, per_class[1], lambda i: i % 4 == 0)):
-            paras = [p for i, f in enumerate(files) if pick(i) for p in _paragraphs(Path(f).read_text(errors="replace"))]
-            step = max(1, len(paras) // n)
-            chosen = paras[::step][:n]
-            split[0].extend(chosen)
-            split[1].extend([label] * len(chosen))
+    for split, n, out in (("calibration", per_class[0], train), ("heldout", per_class[1], test)):
+        chosen_files = heldout_split(files, split)
+        for label, section in enumerate(DOCS_SECTIONS):
+            prefix = str(root / section) + "/"
+            paras = [p for f in chosen_files if f.startswith(prefix)
+                     for p in _paragraphs(Path(f).read_text(encoding="utf-8", errors="replace"))]
+            chosen = paras[:: max(1, len(paras) // n)][:n]
+            out[0].extend(chosen)
+            out[1].extend([label] * len(chosen))
     return train, test
 
 
@@ -175,9 +182,8 @@ def topic_probe(model, tokenizer, n_train: int = 480, n_test: int = 240, max_len
     summaries, the split of ``wiki_texts``)."""
     from ..assets import load_wiki_summaries
 
-    rows = [r for r in load_wiki_summaries() if r.get("extract")]
-    train = [r for i, r in enumerate(rows) if i % 10 != 0][::7][:n_train]
-    test = [r for i, r in enumerate(rows) if i % 10 == 0][:n_test]
+    train = load_wiki_summaries("calibration")[::7][:n_train]
+    test = load_wiki_summaries("heldout")[:n_test]
     topics = sorted({r["topic"] for r in train})
 
     def encode(items):

@@ -90,9 +90,12 @@ def run_recipe(
     import torch
 
     from ..evaluation import checkpoint_bytes
+    from ..arch import hidden_size
     from ..io.checkpoint import save_compressed
+    from ..io.st_wrapper import copy_sentence_transformers_files, is_sentence_transformers_folder
     from ..io.model_card import build_model_card, format_results_table
     from ..io.report import plot_report
+    from ..io.verify import check_reload
     from .loading import load_model, load_texts
     from .measure import clip_length, measure, quality_key
     from .stages import StageContext, run_stage
@@ -135,6 +138,8 @@ def run_recipe(
 
     def write_extras(folder: Path) -> None:
         final[1]["disk_bytes"] = checkpoint_bytes(folder)
+        if is_sentence_transformers_folder(source):  # before the card: it reads which library loads the folder
+            copy_sentence_transformers_files(source, folder, hidden_size=hidden_size(ctx.model))
         table = format_results_table([{k: v for k, v in r.items() if k != "mem_bytes"} for r in final])
         final_table[0] = table
         timing = ", ".join(f"{r['stage']} {r['seconds']} s ({r['cpu_seconds']} CPU-s)" for r in ctx.records)
@@ -182,6 +187,7 @@ def run_recipe(
         tokenizer=tokenizer,
         compression_config=compression_config,
         extra=write_extras,
+        verify=lambda folder: check_reload(ctx.model, folder, recipe.task),
     )
     if recipe.push_to_hub:
         from ..io.hub import push_to_hub as push

@@ -18,8 +18,11 @@ from typing import Any
 
 import yaml
 
+from ..assets import DATA_ASSETS, MODEL_ASSETS
 from ..errors import HfCompressError, RecipeError
+from ..tasks import RECIPE_TASKS as TASKS
 from .build import build_dataclass
+from .plain import check_plain_data
 from ..core.registry import methods
 
 __all__ = [
@@ -34,12 +37,9 @@ __all__ = [
     "METRICS",
 ]
 
-TASKS = ("feature-extraction", "fill-mask", "causal-lm", "text-classification")
 METRICS = ("size", "latency", "teacher_agreement", "perplexity", "topic_probe", "snli_probe", "snli_ranking",
            "docs_probe")
 EMBEDDING_METRICS = ("snli_probe", "snli_ranking", "docs_probe")  # probes of sentence embeddings
-MODEL_ASSETS = ("minilm", "smollm2", "mpnet")
-DATA_ASSETS = ("wiki-summaries", "snli")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -197,6 +197,7 @@ def parse_recipe(raw: Any, base_dir: str | os.PathLike | None = None) -> Recipe:
     against ``base_dir`` when the file exists there."""
     if not isinstance(raw, dict):
         raise RecipeError(f"a recipe must be a mapping at the top level, got {type(raw).__name__}")
+    check_plain_data(raw)  # before anything copies or walks it: size, depth, finite numbers
     raw = copy.deepcopy(raw)
     for key in ("model", "output_dir"):
         if key not in raw:
