@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import Recipe, load_recipe
+from .schema import Recipe, apply_overrides, load_recipe, parse_recipe
 
 __all__ = ["RunResult", "run_recipe"]
 
@@ -81,7 +81,8 @@ def run_recipe(
     token: str | None = None,
     hub_api=None,
 ) -> RunResult:
-    """Run ``recipe`` (a :class:`Recipe` or a YAML path) and return the measured :class:`RunResult`."""
+    """Run ``recipe`` (a :class:`Recipe` or a YAML path), with ``overrides`` (``"stages.1.distill.max_steps=10"``)
+    applied to either, and return the measured :class:`RunResult`."""
     import torch
 
     from ..evaluation import checkpoint_bytes
@@ -99,6 +100,8 @@ def run_recipe(
     start, cpu_start = time.perf_counter(), time.process_time()
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
+    elif overrides:  # the same `--set` rules as for a file, on the object's plain data, validated again
+        recipe = parse_recipe(apply_overrides(recipe.to_dict(), overrides))
     recipe = copy.deepcopy(recipe)
     if output_dir is not None:
         recipe.output_dir = str(output_dir)
