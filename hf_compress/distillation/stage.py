@@ -29,6 +29,7 @@ class DistillConfig:
     jsd_beta: float = 0.5
     hidden_loss: str = "mse"
     layer_map: str | list = "uniform"
+    logit_chunk_size: int = 0  # causal LMs: logit losses in chunks of this many token rows (0 = off)
     warmup_steps: float = 0  # steps, or a fraction of max_steps when < 1
     weight_decay: float = 0.0
     logging_steps: int = 25
@@ -94,6 +95,7 @@ def distill_stage(ctx, cfg: DistillConfig):
             jsd_beta=cfg.jsd_beta,
             hidden_loss=cfg.hidden_loss,
             layer_map=cfg.layer_map,
+            logit_chunk_size=cfg.logit_chunk_size,
             warmup_steps=cfg.warmup_steps,
             weight_decay=cfg.weight_decay,
             logging_steps=cfg.logging_steps,
