@@ -45,6 +45,7 @@ class RunResult:
     seconds: float = 0.0  # wall clock
     cpu_seconds: float = 0.0  # CPU time of this process (all threads): a load-independent cost
     model: object = None  # the compressed model, in memory (as saved)
+    measured: list[dict] = field(default_factory=list)  # base vs compressed: the card's table (disk_bytes too)
 
 
 def _eval_data(recipe: Recipe, model, tokenizer, heldout: list[str] | None):
@@ -92,6 +93,7 @@ def run_recipe(
 
     from ..evaluation import checkpoint_bytes
     from ..arch import hidden_size
+    from ..assets import hub_id
     from ..io.checkpoint import save_compressed
     from ..io.st_wrapper import copy_sentence_transformers_files, is_sentence_transformers_folder
     from ..io.model_card import build_model_card, format_results_table
@@ -177,7 +179,7 @@ def run_recipe(
 
     final_table = [""]
     compression_config = {
-        "base_model": base_name,
+        "base_model": hub_id(base_name) if base_name else None,  # the card's id (a bundled asset's Hub id)
         "task": recipe.task,
         "stages": ctx.records,
         "recipe": recipe.to_dict(),
@@ -204,4 +206,5 @@ def run_recipe(
         seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu_start,
         model=ctx.model,
+        measured=final,
     )
