@@ -72,8 +72,8 @@ def _class_names(table: str) -> set[str]:
 
 def head_of(model) -> str:
     """The distillation head kind of a model instance: the first row whose transformers Auto table lists its
-    class (only ``XLMWithLMHeadModel`` is in two, the masked- and causal-LM tables: masked-lm). A subclass of a
-    transformers class (e.g. the physically head-pruned ``PrunedHeadsBertModel``) has its base class's head."""
+    class (only ``XLMWithLMHeadModel`` is in two, the masked- and causal-LM tables: masked-lm). A subclass of
+    a stock class counts as that class (a physically head-pruned BERT is a ``PrunedHeadsBertModel(BertModel)``)."""
     name = type(model).__name__
     for cls in type(model).__mro__:
         for task in TASKS.values():

@@ -49,6 +49,12 @@ class DistillationArguments(TrainingArguments):
                           "(checkpoint-* folders always carry them, for resuming)."},
     )
 
+    logit_chunk_size: int = field(
+        default=0,
+        metadata={"help": "Causal LMs: compute the logit losses (LM head included) in chunks of this many token "
+                          "rows, so the (tokens x vocabulary) student logits never exist at once; 0 = off."},
+    )
+
     def __post_init__(self):
         for f in fields(self):  # ours and TrainingArguments': a NaN/inf rate, weight or epsilon trains garbage
             value = getattr(self, f.name, None)

@@ -16,7 +16,7 @@ LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "mse")
 HIDDEN_LOSSES = ("mse", "cosine", "mse+cosine")
 #: the fields both DistillationArguments and the recipe's DistillConfig carry
 OPTIONS = ("temperature", "alpha_logits", "alpha_hidden", "alpha_task", "logit_loss", "jsd_beta", "hidden_loss",
-           "layer_map")
+           "layer_map", "logit_chunk_size")
 _NAMED = ("uniform", "last")
 
 
@@ -39,10 +39,16 @@ def _problem(values: Mapping) -> tuple[str | None, str] | None:
         return "jsd_beta", f"`jsd_beta` must be strictly between 0 and 1, got {values['jsd_beta']!r}"
     if values["hidden_loss"] not in HIDDEN_LOSSES:
         return "hidden_loss", f"`hidden_loss` must be one of {', '.join(HIDDEN_LOSSES)}, got {values['hidden_loss']!r}"
+    chunk = values.get("logit_chunk_size", 0)
+    if not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
+        return "logit_chunk_size", f"`logit_chunk_size` must be an integer >= 0 (0 = off), got {chunk!r}"
     try:
-        parse_layer_map(values["layer_map"])
+        layer_map = parse_layer_map(values["layer_map"])
     except HfCompressError as exc:
         return "layer_map", str(exc)
+    if layer_map != "uniform" and values["alpha_hidden"] == 0:  # it would be ignored without a word
+        return "layer_map", (f"`layer_map` is used only by the hidden-state loss: set `alpha_hidden` > 0 or leave "
+                             f"layer_map at 'uniform', got layer_map={values['layer_map']!r} with alpha_hidden=0")
     return None
 
 

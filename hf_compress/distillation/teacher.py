@@ -100,6 +100,8 @@ class TeacherOutput:
     tail_logsumexp: torch.Tensor | None = None  # (B, P): log-sum-exp of the logits outside the top k
     hidden_states: dict = field(default_factory=dict)  # teacher hidden-state index -> (B, T, d_T)
     covered: torch.Tensor | None = None  # (B, P) bool: positions the source has outputs for (None: all)
+    final_hidden: torch.Tensor | None = None  # (B, T, d_T): instead of logits, for chunked losses
+    head: tuple | None = None  # (weight, bias, soft-cap) of the teacher's LM head, with final_hidden
 
 
 class LiveTeacher:
@@ -108,13 +110,19 @@ class LiveTeacher:
     def __init__(self, model: nn.Module):
         self.model = model
 
-    def __call__(self, inputs: dict, hidden_layers=()) -> TeacherOutput:
+    def __call__(self, inputs: dict, hidden_layers=(), final_hidden: bool = False) -> TeacherOutput:
+        """``final_hidden``: return the last hidden states and the LM head instead of the (B, T, V) logits."""
         if self.model.training:  # someone called .train() on it: dropout must stay off
             self.model.eval()
+        extra = {"logits_to_keep": 1} if final_hidden else {}
         with torch.no_grad():
             out = self.model(**{k: v for k, v in inputs.items() if k != "labels"},
-                             output_hidden_states=bool(hidden_layers))
+                             output_hidden_states=bool(hidden_layers) or final_hidden, **extra)
         hidden = {j: out.hidden_states[j] for j in hidden_layers}
+        if final_hidden:
+            from .chunked import lm_head_of
+
+            return TeacherOutput(final_hidden=out.hidden_states[-1], head=lm_head_of(self.model), hidden_states=hidden)
         return TeacherOutput(logits=getattr(out, "logits", None), hidden_states=hidden)
 
 
@@ -141,7 +149,7 @@ class CachedTeacher:
                 f"{self.meta['hidden_layers']}"
             )
 
-    def __call__(self, inputs: dict, hidden_layers=()) -> TeacherOutput:
+    def __call__(self, inputs: dict, hidden_layers=(), final_hidden: bool = False) -> TeacherOutput:
         from .cache_format import decode_hidden
         from .masks import item_masks
 

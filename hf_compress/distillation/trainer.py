@@ -27,15 +27,18 @@ import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
 from ..arch import num_layers
-from ..errors import HfCompressError
+from ..core.folders import publish_folder, write_manifest
+from ..errors import CheckpointError, HfCompressError
 from . import losses
 from .args import DistillationArguments
 from .cache_format import ROW_COLUMN
 from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
+from .chunked import chunked_causal_terms, lm_head_of
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
-from .teacher import LiveTeacher, cached_teacher_for, check_compatible, load_teacher, prepare_teacher
+from .peft_student import base_of, check_student, teacher_source
+from .teacher import cached_teacher_for, load_teacher
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
@@ -73,22 +76,27 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                                   f"{'both' if teacher_model is not None else 'neither'}")
         if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
             raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
+        check_student(model)
         if teacher_cache is not None:  # checked before the Trainer is built: it needs the row column
             source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
-                teacher_cache, model, args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
+                teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
-        student = self.model
+        student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
         device = next(student.parameters()).device
         if teacher_cache is None:
             teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
-            task = check_compatible(student, teacher, need_logits=args.alpha_logits > 0)
-            self.teacher = prepare_teacher(teacher, device, student.dtype)
-            source, t_shape = LiveTeacher(self.teacher), (num_layers(teacher), hidden_width(teacher))
+            source, task, self.teacher = teacher_source(self.model, teacher, need_logits=args.alpha_logits > 0)
+            t_shape = (num_layers(self.teacher), hidden_width(self.teacher))
         else:
             self.teacher = None
         self.teacher_source, self.task = source, task
         self.causal = self.task == "causal-lm"
+        if args.logit_chunk_size and not self.causal:
+            raise HfCompressError(f"`logit_chunk_size` must be 0 for a {self.task} student (chunking is for causal "
+                                  f"LMs), got {args.logit_chunk_size}")
+        if args.logit_chunk_size:
+            lm_head_of(student)  # an nn.Linear head, or a clear error now
         self.layer_pairs: list[tuple[int, int]] = []
         self.projections = None
         if args.alpha_hidden > 0:
@@ -131,19 +139,33 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         return batches, (self._window_counts(batches) if batches else None)
 
     # ---- the loss ------------------------------------------------------------------------------------------
-    def _terms(self, model, inputs: dict) -> dict:
-        """Unnormalised sums of the three terms for one micro-batch (task: model mean x its item count)."""
+    def _terms(self, model, inputs: dict, counts: WindowCounts | None = None) -> dict:
+        """Unnormalised sums of the three terms for one micro-batch (task: model mean x its item count).
+
+        With ``logit_chunk_size`` (causal LMs, training with gradients, ``counts`` given) the KD and task sums
+        come from :mod:`.chunked` and ``head_loss`` holds their weighted, differentiable sum.
+        """
         args = self.args
         labels = inputs.get("labels")
         logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
         use_task = args.alpha_task > 0 and labels is not None and n_task > 0
         want_hidden = bool(self.layer_pairs)
-        student_inputs = {k: v for k, v in inputs.items() if (use_task or k != "labels") and k != ROW_COLUMN}
-        s_out = model(**student_inputs, output_hidden_states=want_hidden)
-        t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}))
+        chunk = bool(args.logit_chunk_size) and counts is not None and model.training and torch.is_grad_enabled()
+        student_inputs = {k: v for k, v in inputs.items()
+                          if (use_task and not chunk or k != "labels") and k != ROW_COLUMN}
+        extra = {"logits_to_keep": 1, "output_hidden_states": True} if chunk else {}
+        s_out = model(**student_inputs, **{"output_hidden_states": want_hidden, **extra})
+        t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}), final_hidden=chunk)
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
-        if args.alpha_logits > 0:
+        if chunk:
+            wf = counts.world_factor
+            coeffs = torch.tensor([args.alpha_logits / counts.logits.item() * wf,
+                                   (args.alpha_task / counts.task.item() * wf) if use_task else 0.0])
+            out["head_loss"], out["kd"], out["task"] = chunked_causal_terms(
+                s_out.hidden_states[-1], lm_head_of(model), t_out, logit_mask, labels, self._logit_loss, coeffs,
+                args.logit_chunk_size)
+        elif args.alpha_logits > 0:
             cut = (lambda x: x[:, :-1]) if self.causal else (lambda x: x)  # (B, T-1, V): i predicts i+1
             if t_out.logits is not None:
                 s_logits, t_logits = cut(s_out.logits), cut(t_out.logits)
@@ -161,7 +183,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                 if args.hidden_loss in ("cosine", "mse+cosine"):
                     total = total + losses.hidden_cosine(h_s, h_t, hidden_mask, reduction="sum")
             out["hidden"] = total / len(self.layer_pairs)
-        if use_task:
+        if use_task and not chunk:
             out["task"] = s_out.loss.float() * n_task  # the model's loss is a mean over its n_task items
         return out
 
@@ -169,12 +191,14 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         counts = num_items_in_batch
         if not isinstance(counts, WindowCounts):  # called outside the training loop: this batch is the window
             counts = self._window_counts([inputs], reduce=False)
-        terms = self._terms(model, inputs)
+        terms = self._terms(model, inputs, counts)
         a = self.args
         parts = torch.stack([terms["kd"] / counts.logits.item(), terms["hidden"] / counts.hidden.item(),
                              terms["task"] / counts.task.item()])
         weights = torch.tensor([a.alpha_logits, a.alpha_hidden, a.alpha_task], device=parts.device)
         loss = (parts * weights).sum() * counts.world_factor
+        if "head_loss" in terms:  # chunked: KD and task are already weighted (and differentiable) in head_loss
+            loss = terms["head_loss"] + parts[1] * a.alpha_hidden * counts.world_factor
         if model.training:
             if counts is not self._last_window:
                 self._windows_seen, self._last_window = self._windows_seen + 1, counts
@@ -233,7 +257,8 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         """A stock HF folder (no projections inside the model file); projections beside it if asked.
 
         Checkpoint folders (``_internal_call``) always get the projections file, which resuming needs. A public
-        save goes to a temporary folder first and is then moved into place, so no half-written folder remains.
+        save goes to a temporary folder first and is then moved into place (:func:`~..core.folders.publish_folder`:
+        a crash leaves the previous model whole; files hf_compress did not write are never replaced).
         """
         output_dir = output_dir or self.args.output_dir
         if _internal_call or self.is_fsdp_enabled or self.is_deepspeed_enabled:
@@ -249,12 +274,9 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             if self.args.should_save:
                 if self.projections is not None and self.args.save_projections:
                     self.projections.save(tmp)
-                if not os.path.exists(output_dir) or not os.listdir(output_dir):
-                    shutil.rmtree(output_dir, ignore_errors=True)
-                    os.replace(tmp, output_dir)  # the whole folder at once
-                else:  # an existing folder (e.g. holding checkpoints): replace file by file
-                    for name in os.listdir(tmp):
-                        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+                write_manifest(tmp)
+                # by rename; in a folder that holds checkpoints or a user's files only our own files change
+                publish_folder(tmp, os.path.abspath(output_dir), CheckpointError)
         finally:
             if self.args.should_save and os.path.isdir(tmp) and tmp != output_dir:
                 shutil.rmtree(tmp, ignore_errors=True)
