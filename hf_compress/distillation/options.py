@@ -43,9 +43,12 @@ def _problem(values: Mapping) -> tuple[str | None, str] | None:
     if not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
         return "logit_chunk_size", f"`logit_chunk_size` must be an integer >= 0 (0 = off), got {chunk!r}"
     try:
-        parse_layer_map(values["layer_map"])
+        layer_map = parse_layer_map(values["layer_map"])
     except HfCompressError as exc:
         return "layer_map", str(exc)
+    if layer_map != "uniform" and values["alpha_hidden"] == 0:  # it would be ignored without a word
+        return "layer_map", (f"`layer_map` is used only by the hidden-state loss: set `alpha_hidden` > 0 or leave "
+                             f"layer_map at 'uniform', got layer_map={values['layer_map']!r} with alpha_hidden=0")
     return None
 
 
