@@ -213,8 +213,14 @@ _PREPARE = {
 }
 
 
-def get_asset(name: str) -> Path:
-    """Path of a prepared asset (an HF model folder, or the unpacked data folder), fetching it once."""
+def get_asset(name: str) -> str:
+    """The folder of a prepared asset (an HF model folder, or the unpacked data folder), fetching it once.
+
+    A ``str``, which every ``from_pretrained``-style API takes (``SentenceTransformer`` refuses a ``Path``)."""
+    return str(_asset_path(name))
+
+
+def _asset_path(name: str) -> Path:
     if name not in ASSETS:
         raise AssetError(f"unknown asset {name!r}; known assets are {', '.join(sorted(ASSETS))}")
     root = asset_cache_dir()
@@ -238,7 +244,7 @@ def get_asset(name: str) -> Path:
 def load_wiki_summaries(split: str | None = None) -> list[dict]:
     """The 10,033 Wikipedia summaries: dicts with ``title``, ``extract`` and ``topic``; with ``split``, only
     the summaries with text, split by :func:`heldout_split` (what ``wiki_texts`` and the topic probe use)."""
-    path = _find_one(get_asset("wiki-summaries"), "summaries_en-us.json")
+    path = _find_one(_asset_path("wiki-summaries"), "summaries_en-us.json")
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     rows = list(data.values()) if isinstance(data, dict) else list(data)
@@ -253,7 +259,7 @@ def load_snli(split: str = "train"):
     files = {"train": "snli_1.0_train_subset.jsonl", "test": "snli_1.0_test.jsonl"}
     if split not in files:
         raise AssetError(f"SNLI split must be one of {sorted(files)}, got {split!r}")
-    path = _find_one(get_asset("snli"), files[split])
+    path = _find_one(_asset_path("snli"), files[split])
     labels = {"entailment": 0, "neutral": 1, "contradiction": 2}
     ds = datasets.load_dataset("json", data_files=str(path), split="train")
     ds = ds.filter(lambda r: r["gold_label"] in labels)
@@ -265,7 +271,7 @@ def load_snli(split: str = "train"):
 
 def load_python_docs(max_files: int | None = None) -> list[str]:
     """Texts of the Python 3.11 documentation sources (an out-of-domain held-out set)."""
-    files = sorted(glob.glob(str(get_asset("python-docs") / "**" / "*.rst.txt"), recursive=True))
+    files = sorted(glob.glob(str(_asset_path("python-docs") / "**" / "*.rst.txt"), recursive=True))
     return [Path(f).read_text(encoding="utf-8", errors="replace") for f in files[:max_files]]
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "accuracy",
     "teacher_agreement",
     "write_report",
+    "reload_check",
 ]
 
 _WEIGHT_BUFFER_SUFFIXES = ("weight", "weight_packed")
@@ -187,3 +188,18 @@ def write_report(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@torch.inference_mode()
+def reload_check(model: nn.Module, auto_cls, batch: dict, remote: bool = False) -> str:
+    """Save ``model``, reload it with ``auto_cls.from_pretrained`` (``trust_remote_code=remote``) and compare
+    the outputs on ``batch``: ``"max diff <d>, <MB> MB"`` (the checkpoint's weight files)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        again = auto_cls.from_pretrained(tmp, trust_remote_code=remote).eval()
+        a, b = model(**batch), again(**batch)
+        key = "logits" if hasattr(a, "logits") else "last_hidden_state"
+        diff = (getattr(a, key) - getattr(b, key)).abs().max().item()
+        return f"max diff {diff:.1e}, {checkpoint_bytes(tmp) / 1e6:.0f} MB"

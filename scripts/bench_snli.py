@@ -273,7 +273,7 @@ def train_student(kind: str, teacher, settings: BenchSettings, train_tok, tokeni
         dargs = DistillationArguments(**kwargs, temperature=settings.temperature,
                                       alpha_logits=settings.alpha_logits, alpha_task=settings.alpha_task,
                                       alpha_hidden=hidden, logit_loss="forward_kl",
-                                      layer_map=settings.layer_map)
+                                      layer_map=settings.layer_map if hidden > 0 else "uniform")
         trainer = DistillationTrainer(teacher_model=teacher, args=dargs, **common)
     stats = timed_train(trainer)
     return student.eval(), stats

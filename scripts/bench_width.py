@@ -33,7 +33,8 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 from hf_compress import (arch, drop_layers, get_asset, head_importance, layer_importance,  # noqa: E402
                          prune_heads, prune_width, select_heads, select_layers, width_importance)
 from hf_compress.evaluation import (embedding_cosine, latency_side_by_side, model_bytes,  # noqa: E402
-                                    param_count, perplexity, tokenize_batches, wiki_texts, write_report)
+                                    param_count, perplexity, reload_check, tokenize_batches, wiki_texts,
+                                    write_report)
 from hf_compress.methods.heads.stage import embedding_alignment_loss  # noqa: E402
 from hf_compress.methods.width.importance import WidthScores  # noqa: E402
 
@@ -97,16 +98,6 @@ def depth_variants(model, calib) -> dict:
     return out
 
 
-def reload_check(model, auto, batch, remote: bool) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        again = auto.from_pretrained(tmp, trust_remote_code=remote).eval()
-        with torch.inference_mode():
-            a, b = model(**batch), again(**batch)
-        key = "logits" if hasattr(a, "logits") else "last_hidden_state"
-        return f"stock reload max diff {(getattr(a, key) - getattr(b, key)).abs().max().item():.1e}"
-
-
 def table(title: str, rows: list[dict], quality: list[str], base_blocks: int) -> list[str]:
     head = ["variant", "params (M)", "block params (M)", "blocks removed", *quality, "latency (× orig)",
             "MB (fp32)", "note"]
@@ -152,8 +143,8 @@ def bench_causal(model, tokenizer, calib, heldout, max_tokens: int, heads_fracti
     rows = measure(variants, base_blocks, {"input_ids": ids, "use_cache": False}, {"ppl": lambda m: (
         f"{perplexity(m, tokenizer, heldout, max_length=window, max_tokens=max_tokens, progress=False):.2f}")})
     ffn_hidden = next(n for n in variants if n.startswith("FFN + hidden"))
-    rows[list(variants).index(ffn_hidden)]["note"] = reload_check(variants[ffn_hidden], AutoModelForCausalLM,
-                                                                  {"input_ids": ids}, remote=False)
+    rows[list(variants).index(ffn_hidden)]["note"] = "stock reload " + reload_check(
+        variants[ffn_hidden], AutoModelForCausalLM, {"input_ids": ids})
     return table(f"ppl: held-out perplexity on {max_tokens} tokens ({window}-token windows)", rows, ["ppl"],
                  base_blocks)
 
@@ -174,7 +165,8 @@ def bench_encoder(model, tokenizer, calib, evaluation, probe) -> list[str]:
         quality["topic probe"] = lambda m: f"{topic_probe(m, tokenizer, max_length=128):.3f}"
     rows = measure(variants, base_blocks, dict(evaluation[0]), quality)
     ffn = next(n for n in variants if n.startswith("FFN only"))
-    rows[list(variants).index(ffn)]["note"] = reload_check(variants[ffn], AutoModel, evaluation[0], remote=False)
+    rows[list(variants).index(ffn)]["note"] = "stock reload " + reload_check(variants[ffn], AutoModel,
+                                                                                          evaluation[0])
     lines = table("cosine: mean cosine to the original's embeddings of held-out texts; topic probe: "
                   "nearest-centroid topic accuracy on held-out Wikipedia summaries", rows, list(quality), base_blocks)
     return lines + ["| hidden only, FFN + hidden | - | - | - | " + "- | " * len(quality)

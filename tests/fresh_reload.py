@@ -6,7 +6,7 @@ process that never imports hf_compress, and compute what the live model computed
     assert results["llama"]["logits_diff"] <= 1e-5
 
 Each result holds ``module`` (the reloaded class's module: ``transformers.models...`` for a stock class,
-``transformers_modules...`` for shipped remote code), ``logits_diff`` (max |diff| over non-padded positions),
+``transformers_modules...`` for shipped remote code), ``logits_diff`` (max |diff| over every position),
 ``n_params``, ``config`` (the reloaded config as a dict) and, for causal LMs, ``same_tokens`` / ``scores_diff``
 between greedy generation with and without the KV cache. One subprocess serves all cases (a transformers
 import costs seconds).
@@ -43,8 +43,6 @@ _SCRIPT = textwrap.dedent("""
                "config": model.config.to_dict()}
         with torch.no_grad():
             logits = model(**batch, **({"use_cache": False} if causal else {})).logits
-            if logits.dim() == 3:
-                logits = logits[batch["attention_mask"].bool()]
             out["logits_diff"] = (logits - expected["logits"]).abs().max().item()
             if causal and expected["generate"]:
                 prompt = batch["input_ids"][:1, :5]
@@ -64,8 +62,7 @@ _SCRIPT = textwrap.dedent("""
 
 def _logits(model, batch: dict, causal: bool) -> torch.Tensor:
     with torch.no_grad():
-        logits = model(**batch, **({"use_cache": False} if causal else {})).logits
-    return logits[batch["attention_mask"].bool()] if logits.dim() == 3 else logits  # padded positions skipped
+        return model(**batch, **({"use_cache": False} if causal else {})).logits  # every position, padded too
 
 
 def save_case(folder: Path, model, batch: dict, generate: bool = True) -> torch.Tensor:

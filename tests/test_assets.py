@@ -51,3 +51,10 @@ def test_every_model_asset_has_the_hub_id_and_licence_the_card_writes():
         ModelSpec(name_or_path=name)  # the recipe schema accepts each
     assert assets.hub_id("./my-folder") == "./my-folder" and assets.license_of("user/repo") is None
     assert set(assets.DATA_ASSETS) == {"snli", "wiki-summaries", "python-docs"}
+
+
+def test_get_asset_returns_a_str_that_from_pretrained_style_apis_take(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_COMPRESS_ASSETS", str(tmp_path))
+    (tmp_path / "minilm").mkdir()  # already prepared: nothing is fetched
+    folder = assets.get_asset("minilm")
+    assert type(folder) is str and folder == str(tmp_path / "minilm")  # SentenceTransformer refuses a Path

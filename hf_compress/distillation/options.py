@@ -54,9 +54,12 @@ def _problem(values: Mapping) -> tuple[str | None, str] | None:
     if not (_number(gen_t) and gen_t > 0):
         return "generation_temperature", f"`generation_temperature` must be > 0, got {gen_t!r}"
     try:
-        parse_layer_map(values["layer_map"])
+        layer_map = parse_layer_map(values["layer_map"])
     except HfCompressError as exc:
         return "layer_map", str(exc)
+    if layer_map != "uniform" and values["alpha_hidden"] == 0:  # it would be ignored without a word
+        return "layer_map", (f"`layer_map` is used only by the hidden-state loss: set `alpha_hidden` > 0 or leave "
+                             f"layer_map at 'uniform', got layer_map={values['layer_map']!r} with alpha_hidden=0")
     return None
 
 

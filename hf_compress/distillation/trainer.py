@@ -28,7 +28,8 @@ import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
 from ..arch import num_layers
-from ..errors import HfCompressError
+from ..core.folders import publish_folder, write_manifest
+from ..errors import CheckpointError, HfCompressError
 from . import losses
 from .args import DistillationArguments
 from .cache_format import ROW_COLUMN
@@ -280,7 +281,8 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         """A stock HF folder (no projections inside the model file); projections beside it if asked.
 
         Checkpoint folders (``_internal_call``) always get the projections file, which resuming needs. A public
-        save goes to a temporary folder first and is then moved into place, so no half-written folder remains.
+        save goes to a temporary folder first and is then moved into place (:func:`~..core.folders.publish_folder`:
+        a crash leaves the previous model whole; files hf_compress did not write are never replaced).
         """
         output_dir = output_dir or self.args.output_dir
         if _internal_call or self.is_fsdp_enabled or self.is_deepspeed_enabled:
@@ -296,12 +298,9 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             if self.args.should_save:
                 if self.projections is not None and self.args.save_projections:
                     self.projections.save(tmp)
-                if not os.path.exists(output_dir) or not os.listdir(output_dir):
-                    shutil.rmtree(output_dir, ignore_errors=True)
-                    os.replace(tmp, output_dir)  # the whole folder at once
-                else:  # an existing folder (e.g. holding checkpoints): replace file by file
-                    for name in os.listdir(tmp):
-                        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+                write_manifest(tmp)
+                # by rename; in a folder that holds checkpoints or a user's files only our own files change
+                publish_folder(tmp, os.path.abspath(output_dir), CheckpointError)
         finally:
             if self.args.should_save and os.path.isdir(tmp) and tmp != output_dir:
                 shutil.rmtree(tmp, ignore_errors=True)

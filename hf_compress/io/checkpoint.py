@@ -50,6 +50,19 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def optional_versions() -> dict[str, str | None]:
+    """Versions of the libraries users run next to ours (None: not installed), read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("accelerate", "datasets", "evaluate", "peft", "sentence-transformers", "compressed-tensors"):
+        try:
+            out[dist.replace("-", "_")] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_")] = None
+    return out
+
+
 def _check_target(final: Path) -> None:
     if final.exists() and not final.is_dir():
         raise CheckpointError(f"output path {str(final)!r} is a file; give a folder path")
@@ -230,6 +243,9 @@ def describe(path: str | os.PathLike) -> dict:
     per_layer = {k: v for k, v in raw.items() if "head" in k and isinstance(v, (list, dict))}
     if per_layer:  # e.g. ``pruned_heads`` of a head-pruned checkpoint
         info["head_config"] = per_layer
+    pruned = raw.get("pruned_heads")  # physically pruned BERT/GPT-2: the config keeps the original head count
+    if isinstance(pruned, dict) and pruned and isinstance(info.get("heads"), int) and "layers" in info:
+        info["heads_per_layer"] = [info["heads"] - len(pruned.get(str(i), [])) for i in range(info["layers"])]
     info["auto_map"] = sorted(raw["auto_map"]) if raw.get("auto_map") else None  # remote-code classes
     qc = raw.get("quantization_config") or {}
     info["quantization"] = qc.get("quant_method") and {
@@ -256,7 +272,7 @@ def describe(path: str | os.PathLike) -> dict:
 def format_description(info: dict) -> str:
     """Human-readable lines of :func:`describe`."""
     lines = [f"{info['path']}: {info['model_type']} {info.get('architectures') or ''}"]
-    for key in ("layers", "heads", "kv_heads", "head_dim", "head_config", "auto_map", "quantization"):
+    for key in ("layers", "heads", "heads_per_layer", "kv_heads", "head_dim", "head_config", "auto_map", "quantization"):
         if info.get(key) is not None:
             lines.append(f"  {key}: {info[key]}")
     lines.append(f"  parameters: {info['parameters']:,}   bytes on disk: {info['bytes_on_disk']:,}")

@@ -22,7 +22,7 @@ def resolve_model_path(name: str) -> Path:
     if Path(name).is_dir():
         return Path(name)
     if name in MODEL_ASSETS:
-        return get_asset(name)
+        return Path(get_asset(name))
     raise CheckpointError(
         f"model {name!r} is neither a checkpoint folder nor a bundled model asset ({', '.join(MODEL_ASSETS)})"
     )
@@ -57,7 +57,7 @@ def bench(
     from transformers import AutoTokenizer
 
     from ..errors import HfCompressError
-    from ..evaluation import checkpoint_bytes, latency_side_by_side, param_count, tokenize_batches, wiki_texts
+    from ..evaluation import checkpoint_bytes, latency_side_by_side, model_bytes, param_count, tokenize_batches, wiki_texts
     from ..io.checkpoint import load_compressed
     from .measure import agreement, clip_length, quality_key
 
@@ -79,7 +79,8 @@ def bench(
     batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=clip_length(models["model"], 128))
     rows = []
     for key, m in models.items():
-        row = {"model": str(paths[key]), "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key])}
+        row = {"model": str(paths[key]), "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key]),
+               "mem_bytes": model_bytes(m)}  # the keys `run --json` uses for the same quantities
         if baseline:
             row[quality_key(task)] = agreement(m, models["baseline"], task, batches)
         rows.append(row)

@@ -17,7 +17,7 @@ def _fake_wiki(tmp_path, monkeypatch, n=300, empty=(3, 17, 41)):
     rows = {str(i): {"title": f"t{i}", "extract": "" if i in empty else f"summary {i}",
                      "topic": TOPICS[i % 3]} for i in range(n)}
     (tmp_path / "summaries_en-us.json").write_text(json.dumps(rows))
-    monkeypatch.setattr(assets, "get_asset", lambda name: tmp_path)
+    monkeypatch.setattr(assets, "_asset_path", lambda name: tmp_path)
     return rows
 
 

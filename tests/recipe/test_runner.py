@@ -48,6 +48,9 @@ class FakeApi:
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id))
 
+    def list_repo_files(self, repo_id, **kwargs):
+        return list(getattr(self, "repo_files", []))
+
     def create_commit(self, repo_id, operations, **kwargs):
         self.calls.append(
             (
