@@ -189,18 +189,6 @@ def _make_remote_code(model: nn.Module, stock_name: str) -> None:
     own_auto = next(a for a, n in auto.items() if n == stock_name)
     cls.register_for_auto_class(own_auto)
     model.__class__ = cls
-<<<<<<< HEAD
-    _keep_output_capture(model)
-
-
-def _keep_output_capture(model: nn.Module) -> None:
-    """transformers 5 finds what ``output_hidden_states`` / ``output_attentions`` record by the model's class
-    name, registered at ``__init__``: re-register under the swapped-in class, or a top-level head-pruned
-    ``BertModel`` returns ``hidden_states=None`` (and hidden-state distillation after pruning fails)."""
-    try:
-        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
-    except ImportError:  # older transformers: outputs are not recorded through a class registry
-=======
     _register_output_capture(model)
 
 
@@ -211,6 +199,5 @@ def _register_output_capture(model: nn.Module) -> None:
     try:
         from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
     except ImportError:  # older transformers: outputs were not recorded by class
->>>>>>> main
         return
     _CAN_RECORD_REGISTRY[model] = model._can_record_outputs
