@@ -72,11 +72,13 @@ def _class_names(table: str) -> set[str]:
 
 def head_of(model) -> str:
     """The distillation head kind of a model instance: the first row whose transformers Auto table lists its
-    class (only ``XLMWithLMHeadModel`` is in two, the masked- and causal-LM tables: masked-lm)."""
+    class (only ``XLMWithLMHeadModel`` is in two, the masked- and causal-LM tables: masked-lm). A subclass of
+    a stock class counts as that class (a physically head-pruned BERT is a ``PrunedHeadsBertModel(BertModel)``)."""
     name = type(model).__name__
-    for task in TASKS.values():
-        if name in _class_names(task.mapping):
-            return task.head
+    for cls in type(model).__mro__:
+        for task in TASKS.values():
+            if cls.__name__ in _class_names(task.mapping):
+                return task.head
     raise HfCompressError(
         f"{name} is not a causal-LM, masked-LM, sequence- or token-classification or base transformers model; "
         f"DistillationTrainer supports only those"

@@ -1,8 +1,8 @@
 """Data and models of ``scripts/bench_heal.py``: the two corpora, their splits, training blocks, and the
 ``--tiny`` setup (a word-level tokenizer and a small Llama pre-trained for seconds on two synthetic domains).
 
-Splits never overlap: Wikipedia summaries use ``wiki_texts`` (every 10th article held out); the Python
-documentation sources hold out every 10th file (sorted by path). Training blocks alternate between the two
+Splits never overlap: both corpora use the package's one held-out rule (``hf_compress.assets.asset_texts``:
+every 10th summary, every 10th documentation file sorted by path). Training blocks alternate between the two
 corpora, so both arms of the benchmark (distillation, plain fine-tuning) see the very same tokens.
 """
 
@@ -34,16 +34,15 @@ def prefix_for_tokens(texts: list[str], tokens: int, chars_per_token: float = CH
 
 
 def real_corpora(seed: int) -> Corpora:
-    """Wikipedia summaries and the Python 3.11 documentation (``hf_compress.assets``), split as above."""
-    from hf_compress.assets import load_python_docs
-    from hf_compress.evaluation import wiki_texts
+    """Wikipedia summaries and the Python 3.11 documentation, split by the one held-out rule
+    (``asset_texts``: every 10th summary / file held out); training texts shuffled with ``seed``."""
+    from hf_compress.assets import asset_texts
 
-    docs = load_python_docs()
-    train = {"wiki": wiki_texts("calibration"), "python docs": [d for i, d in enumerate(docs) if i % 10]}
+    names = {"wiki": "wiki-summaries", "python docs": "python-docs"}
+    train = {k: asset_texts(v, "calibration") for k, v in names.items()}
     for texts in train.values():
         random.Random(seed).shuffle(texts)
-    heldout = {"wiki": wiki_texts("heldout"), "python docs": [d for i, d in enumerate(docs) if i % 10 == 0]}
-    return Corpora(train=train, heldout=heldout)
+    return Corpora(train=train, heldout={k: asset_texts(v, "heldout") for k, v in names.items()})
 
 
 def _ids(tokenizer, text: str) -> torch.Tensor:

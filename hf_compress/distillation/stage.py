@@ -30,11 +30,16 @@ class DistillConfig:
     hidden_loss: str = "mse"
     layer_map: str | list = "uniform"
     logit_chunk_size: int = 0  # causal LMs: logit losses in chunks of this many token rows (0 = off)
+    lmbda: float = 0.0  # causal LMs: share of on-policy batches (completions sampled by the student)
+    seq_kd: bool = False  # causal LMs: other batches' completions sampled by the teacher
+    max_new_tokens: int = 128
+    generation_temperature: float = 1.0
     warmup_steps: float = 0  # steps, or a fraction of max_steps when < 1
     weight_decay: float = 0.0
     logging_steps: int = 25
     teacher_cache: str | None = None  # a folder: the teacher's outputs are cached there once, then reused
     top_k: int = 32  # logits kept per token in the teacher cache
+    bf16: bool = False  # bf16 autocast while training (about 1.9x faster on AVX512-BF16 CPUs); weights stay fp32
 
     def __post_init__(self):
         for name in ("max_steps", "learning_rate", "batch_size", "max_length", "logging_steps"):
@@ -47,6 +52,8 @@ class DistillConfig:
             raise RecipeError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}")
         if self.warmup_steps < 0:
             raise RecipeError(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
+        if not isinstance(self.bf16, bool):
+            raise RecipeError(f"`bf16` must be true or false, got {self.bf16!r}")
         check_positive("top_k", self.top_k, RecipeError)
         if self.teacher_cache is not None and not (isinstance(self.teacher_cache, str) and self.teacher_cache):
             raise RecipeError(f"`teacher_cache` must be a folder path or null, got {self.teacher_cache!r}")
@@ -96,9 +103,14 @@ def distill_stage(ctx, cfg: DistillConfig):
             hidden_loss=cfg.hidden_loss,
             layer_map=cfg.layer_map,
             logit_chunk_size=cfg.logit_chunk_size,
+            lmbda=cfg.lmbda,
+            seq_kd=cfg.seq_kd,
+            max_new_tokens=cfg.max_new_tokens,
+            generation_temperature=cfg.generation_temperature,
             warmup_steps=cfg.warmup_steps,
             weight_decay=cfg.weight_decay,
             logging_steps=cfg.logging_steps,
+            bf16=cfg.bf16,
             save_strategy="no",
             report_to=[],
             seed=ctx.seed,

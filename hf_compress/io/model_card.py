@@ -35,6 +35,9 @@ _COLUMNS = {
     "embedding_cosine": ("embedding cosine to base", lambda v: f"{v:.4f}"),
     "perplexity": ("held-out perplexity", lambda v: f"{v:.2f}"),
     "topic_probe": ("topic probe accuracy", lambda v: f"{v:.3f}"),
+    "snli_probe": ("SNLI linear probe accuracy", lambda v: f"{v:.3f}"),
+    "snli_ranking": ("SNLI ranking MRR", lambda v: f"{v:.3f}"),
+    "docs_probe": ("Python-docs section probe accuracy", lambda v: f"{v:.3f}"),
 }
 
 

@@ -1,7 +1,7 @@
 """Run a recipe: load -> stages in order (measured after each) -> save atomically with card and report ->
 optional push to the Hub.
 
-    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
+    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.2.distill.max_steps=10"])
     >>> print(result.table)
 """
 
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import Recipe, apply_overrides, load_recipe, parse_recipe
+from .schema import EMBEDDING_METRICS, Recipe, apply_overrides, load_recipe, parse_recipe
 
 __all__ = ["RunResult", "run_recipe"]
 
@@ -27,7 +27,12 @@ METRICS_HELP = (
     "(compare the ratio, not the milliseconds); *embedding cosine* is the mean cosine between base and "
     "compressed mean-pooled, L2-normalised sentence embeddings of held-out texts; *agreement* is the "
     "fraction of held-out tokens/examples where the argmax matches the base model; *topic probe* is "
-    "nearest-centroid accuracy on Wikipedia topics from the embeddings (centroids from training texts)."
+    "nearest-centroid accuracy on Wikipedia topics from the embeddings (centroids from training texts); "
+    "outside data no recipe trains on: *SNLI linear probe* is a logistic regression on [u, v, |u-v|, u*v] of "
+    "frozen premise / hypothesis embeddings (1,500 training pairs, 1,000 test pairs), *SNLI ranking MRR* the "
+    "mean reciprocal rank of each test premise's entailed hypothesis among all of them by cosine, and "
+    "*Python-docs section probe* nearest-centroid accuracy of the documentation section (7 classes) of "
+    "paragraphs from held-out files."
 )
 
 
@@ -48,7 +53,8 @@ def _eval_data(recipe: Recipe, model, tokenizer, heldout: list[str] | None):
     from .measure import EvalData, clip_length
 
     if heldout is None:
-        heldout = wiki_texts("heldout", recipe.eval_samples) if "topic_probe" in recipe.evaluate else None
+        probes = {"topic_probe", *EMBEDDING_METRICS} & set(recipe.evaluate)
+        heldout = wiki_texts("heldout", recipe.eval_samples) if probes else None
     if not heldout:
         return None
     texts = heldout[: recipe.eval_samples]
@@ -80,9 +86,11 @@ def run_recipe(
     push_to_hub: str | None = None,
     token: str | None = None,
     hub_api=None,
+    extra=None,
 ) -> RunResult:
     """Run ``recipe`` (a :class:`Recipe` or a YAML path), with ``overrides`` (``"stages.1.distill.max_steps=10"``)
-    applied to either, and return the measured :class:`RunResult`."""
+    applied to either, and return the measured :class:`RunResult`. ``extra(folder, final_rows)`` may add to the
+    output folder (and its card) before it is renamed into place."""
     import torch
 
     from ..evaluation import checkpoint_bytes
@@ -170,6 +178,8 @@ def run_recipe(
             quality_key=qkey if any(qkey in r for r in rows) else None,
             title=f"{base_name or recipe.model.config.get('model_type')}: base and after each stage",
         )
+        if extra is not None:
+            extra(folder, final)
 
     final_table = [""]
     compression_config = {

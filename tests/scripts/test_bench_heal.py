@@ -108,18 +108,20 @@ def test_training_blocks_alternate_corpora_and_are_disjoint_from_heldout(bench):
         data.training_blocks(tokenizer, corpora, 1000, 8)
 
 
-def test_real_corpora_splits_never_overlap(bench, monkeypatch):
+def test_real_corpora_use_the_one_heldout_rule(bench, monkeypatch):
     import hf_compress.assets as assets
-    import hf_compress.evaluation as evaluation
 
-    docs = [f"doc {i}" for i in range(30)]
-    monkeypatch.setattr(assets, "load_python_docs", lambda: docs)
-    monkeypatch.setattr(evaluation, "wiki_texts", lambda split: [f"{split} {i}" for i in range(20)])
+    calls = []
+
+    def fake(name, split):
+        calls.append((name, split))
+        return [f"{name} {split} {i}" for i in range(5)]
+
+    monkeypatch.setattr(assets, "asset_texts", fake)
     corpora = bench.heal_data.real_corpora(seed=0)
-    assert set(corpora.train["python docs"]).isdisjoint(corpora.heldout["python docs"])
-    assert sorted(corpora.train["python docs"] + corpora.heldout["python docs"]) == sorted(docs)
-    assert corpora.heldout["python docs"] == ["doc 0", "doc 10", "doc 20"]
-    assert all(t.startswith("calibration") for t in corpora.train["wiki"])
+    assert sorted(calls) == sorted((n, s) for n in ("wiki-summaries", "python-docs") for s in ("calibration", "heldout"))
+    assert sorted(corpora.train["python docs"]) == [f"python-docs calibration {i}" for i in range(5)]
+    assert corpora.heldout["wiki"] == [f"wiki-summaries heldout {i}" for i in range(5)]  # held out: not shuffled
 
 
 @pytest.mark.parametrize("field, value, message", [
