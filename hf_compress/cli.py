@@ -228,15 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     parser.add_argument("--version", action="version", version=f"hf-compress {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (
-        _add_run_parser,
-        _add_validate_parser,
-        _add_inspect_parser,
-        _add_bench_parser,
-        _add_auto_parser,
-        _add_env_parser,
-        _add_cache_teacher_parser,
-    ):
+    for add in (_add_run_parser, _add_validate_parser, _add_inspect_parser, _add_bench_parser, _add_auto_parser,
+                _add_env_parser, _add_cache_teacher_parser):
         add(sub)
     return parser
 
