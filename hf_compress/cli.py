@@ -1,7 +1,8 @@
-"""``hf-compress``: run | validate | inspect | bench | env | cache-teacher.
+"""``hf-compress``: run | validate | inspect | bench | auto | env | cache-teacher.
 
 Exit status: 0 on success, 2 on usage or recipe errors (one line on stderr, no traceback), 1 on a runtime
-failure (one line; ``-v`` adds the traceback). Logs and progress bars go to stderr, ``--json`` to stdout.
+failure (one line; ``-v`` adds the traceback), 3 when ``auto`` misses its target (the best found is
+written). Logs and progress bars go to stderr, ``--json`` to stdout.
 Each command is an ``_add_x_parser(subparsers)`` / ``_cmd_x(args) -> int`` pair; heavy imports happen inside
 the command functions so that ``--help`` is fast.
 """
@@ -179,6 +180,12 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _add_auto_parser(sub) -> None:  # its _cmd_auto is recipe.auto.cmd_auto: cli.py is at its 300 lines
+    from .recipe.auto import add_auto_parser
+
+    add_auto_parser(sub, print_json=_print_json)
+
+
 def _add_env_parser(sub) -> None:
     p = sub.add_parser("env", help="library versions, CPU threads and prepared offline assets")
     p.add_argument("--json", action="store_true")
@@ -253,15 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     parser.add_argument("--version", action="version", version=f"hf-compress {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,env,cache-teacher}")
-    for add in (
-        _add_run_parser,
-        _add_validate_parser,
-        _add_inspect_parser,
-        _add_bench_parser,
-        _add_env_parser,
-        _add_cache_teacher_parser,
-    ):
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run_parser, _add_validate_parser, _add_inspect_parser, _add_bench_parser, _add_auto_parser,
+                _add_env_parser, _add_cache_teacher_parser):
         add(sub)
     return parser
 
