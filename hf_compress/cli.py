@@ -153,6 +153,7 @@ def _add_bench_parser(sub) -> None:
         action="store_true",
         help="allow folders that ship modeling code (physically pruned BERT/GPT-2 heads)",
     )
+    p.add_argument("--eager-only", action="store_true", help="int8: skip the compiled row (no torch.compile)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -168,6 +169,7 @@ def _cmd_bench(args) -> int:
         repeats=args.repeats,
         texts_file=args.data,
         trust_remote_code=args.trust_remote_code,
+        compiled=not args.eager_only,
     )
     if args.json:
         _print_json(rows)
