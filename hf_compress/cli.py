@@ -1,7 +1,8 @@
-"""``hf-compress``: run | validate | inspect | bench | env | cache-teacher.
+"""``hf-compress``: run | validate | inspect | bench | auto | env | cache-teacher.
 
 Exit status: 0 on success, 2 on usage or recipe errors (one line on stderr, no traceback), 1 on a runtime
-failure (one line; ``-v`` adds the traceback). Logs and progress bars go to stderr, ``--json`` to stdout.
+failure (one line; ``-v`` adds the traceback), 3 when ``auto`` misses its target (the best found is
+written). Logs and progress bars go to stderr, ``--json`` to stdout.
 Each command is an ``_add_x_parser(subparsers)`` / ``_cmd_x(args) -> int`` pair; heavy imports happen inside
 the command functions so that ``--help`` is fast.
 """
@@ -152,6 +153,7 @@ def _add_bench_parser(sub) -> None:
         action="store_true",
         help="allow folders that ship modeling code (physically pruned BERT/GPT-2 heads)",
     )
+    p.add_argument("--eager-only", action="store_true", help="int8: skip the compiled row (no torch.compile)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -167,6 +169,7 @@ def _cmd_bench(args) -> int:
         repeats=args.repeats,
         texts_file=args.data,
         trust_remote_code=args.trust_remote_code,
+        compiled=not args.eager_only,
     )
     if args.json:
         _print_json(rows)
@@ -175,6 +178,12 @@ def _cmd_bench(args) -> int:
 
         sys.stdout.write(format_results_table(rows) + "\n")
     return 0
+
+
+def _add_auto_parser(sub) -> None:  # its _cmd_auto is recipe.auto.cmd_auto: cli.py is at its 300 lines
+    from .recipe.auto import add_auto_parser
+
+    add_auto_parser(sub, print_json=_print_json)
 
 
 def _add_env_parser(sub) -> None:
@@ -206,41 +215,10 @@ def _cmd_env(args) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers such as 2,4, got {text!r}") from None
+def _add_cache_teacher_parser(sub) -> None:  # its command is distillation.cache_cli: cli.py is at 300 lines
+    from .distillation.cache_cli import add_cache_teacher_parser
 
-
-def _add_cache_teacher_parser(sub) -> None:
-    p = sub.add_parser("cache-teacher", help="cache a teacher's top-k logits over a tokenized data set",
-                       description="Run MODEL once over DATA (a datasets.save_to_disk folder with input_ids) and "
-                       "write its top-k logits (and hidden states) to --output-dir; train from it with "
-                       "DistillationTrainer(teacher_cache=DIR, train_dataset=load_from_disk(DATA)). Rerun to resume.")
-    p.add_argument("model", help="teacher folder (safetensors)")
-    p.add_argument("data", help="tokenized data set folder (datasets.save_to_disk) with an input_ids column")
-    p.add_argument("--output-dir", required=True, help="cache folder (created, or continued when it holds one)")
-    p.add_argument("--task", default="causal-lm", choices=RECIPE_TASKS)
-    p.add_argument("--top-k", type=int, default=32, help="logits kept per token (default 32; 0 = none)")
-    p.add_argument("--hidden-layers", default=[], type=_int_list, help="teacher hidden-state indices, e.g. 2,4")
-    p.add_argument("--hidden-dtype", default="float16", choices=("float16", "bfloat16", "float32"))
-    p.add_argument("--max-length", type=int, default=None, help="truncate rows to this many tokens")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--trust-remote-code", action="store_true", help="allow model folders that ship code")
-    p.add_argument("--json", action="store_true", help="print the cache summary as JSON on stdout")
-    p.set_defaults(func=_cmd_cache_teacher)
-
-
-def _cmd_cache_teacher(args) -> int:
-    from .distillation.cache import cache_teacher_from_folders
-
-    info = cache_teacher_from_folders(args.model, args.data, args.output_dir, task=args.task, top_k=args.top_k,
-                                      hidden_layers=args.hidden_layers, hidden_dtype=args.hidden_dtype,
-                                      max_length=args.max_length, batch_size=args.batch_size,
-                                      trust_remote_code=args.trust_remote_code)
-    _print_json(info) if args.json else sys.stdout.write("\n".join(f"- {k}: {v}" for k, v in info.items()) + "\n")
-    return 0
+    add_cache_teacher_parser(sub, print_json=_print_json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,15 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     parser.add_argument("--version", action="version", version=f"hf-compress {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,env,cache-teacher}")
-    for add in (
-        _add_run_parser,
-        _add_validate_parser,
-        _add_inspect_parser,
-        _add_bench_parser,
-        _add_env_parser,
-        _add_cache_teacher_parser,
-    ):
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run_parser, _add_validate_parser, _add_inspect_parser, _add_bench_parser, _add_auto_parser,
+                _add_env_parser, _add_cache_teacher_parser):
         add(sub)
     return parser
 

@@ -31,6 +31,7 @@ __all__ = [
     "wiki_texts",
     "accuracy",
     "teacher_agreement",
+    "report_path",
     "write_report",
     "reload_check",
 ]
@@ -169,6 +170,18 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, batches: Iterable[
             agree += int((s == t).sum())
             total += s.numel()
     return agree / max(total, 1)
+
+
+def report_path(output: str | Path | None, published: str | Path, smoke: bool) -> Path:
+    """Where a benchmark writes its table: ``output`` when given, else the ``published`` table for a full
+    run, else (``smoke``: a --tiny / --quick run) ``<tmp>/<name>-smoke.md``, so a smoke run never overwrites
+    a published table unless asked for it by name."""
+    import tempfile
+
+    if output is not None:
+        return Path(output)
+    published = Path(published)
+    return Path(tempfile.gettempdir()) / f"{published.stem}-smoke{published.suffix}" if smoke else published
 
 
 def write_report(path: str | Path, text: str) -> Path:

@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,7 +35,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 from hf_compress import get_asset, head_importance, prune_heads, select_heads  # noqa: E402
 from hf_compress.assets import load_snli  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
-    reload_check, write_report,
+    reload_check, report_path, write_report,
     embedding_cosine, mean_pooled, param_count, perplexity, tokenize_batches, wiki_texts)
 from hf_compress.methods.heads.export import layer_head_counts  # noqa: E402
 
@@ -142,8 +143,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
-    parser.add_argument("--output", default="benchmarks/heads.md")
+    parser.add_argument("--output", default=None,
+                        help="markdown path (default benchmarks/heads.md; a temporary file for --quick)")
     args = parser.parse_args(argv)
+    published = Path(__file__).resolve().parent.parent / "benchmarks" / "heads.md"
+    args.output = report_path(args.output, published, smoke=args.quick)  # --quick: never the published table
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     args.pairs, args.sentences, args.calib, args.eval_tokens = (
         (64, 64, 8, 2048) if args.quick else (256, 256, 32, 8192))

@@ -55,6 +55,21 @@ class DistillationArguments(TrainingArguments):
                           "rows, so the (tokens x vocabulary) student logits never exist at once; 0 = off."},
     )
 
+    lmbda: float = field(
+        default=0.0,
+        metadata={"help": "Causal LMs: share of micro-batches whose completions the student samples from the "
+                          "batch's prompts (on-policy, GKD), in [0, 1]; 0 = off-policy only."},
+    )
+    seq_kd: bool = field(
+        default=False,
+        metadata={"help": "Causal LMs: the other batches' completions are sampled from the teacher "
+                          "(sequence-level KD)."},
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "Tokens sampled per completion (lmbda, seq_kd)."})
+    generation_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of the completions (the loss uses `temperature`)."}
+    )
+
     def __post_init__(self):
         for f in fields(self):  # ours and TrainingArguments': a NaN/inf rate, weight or epsilon trains garbage
             value = getattr(self, f.name, None)

@@ -16,7 +16,7 @@ LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "mse")
 HIDDEN_LOSSES = ("mse", "cosine", "mse+cosine")
 #: the fields both DistillationArguments and the recipe's DistillConfig carry
 OPTIONS = ("temperature", "alpha_logits", "alpha_hidden", "alpha_task", "logit_loss", "jsd_beta", "hidden_loss",
-           "layer_map", "logit_chunk_size")
+           "layer_map", "logit_chunk_size", "lmbda", "seq_kd", "max_new_tokens", "generation_temperature")
 _NAMED = ("uniform", "last")
 
 
@@ -42,6 +42,17 @@ def _problem(values: Mapping) -> tuple[str | None, str] | None:
     chunk = values.get("logit_chunk_size", 0)
     if not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
         return "logit_chunk_size", f"`logit_chunk_size` must be an integer >= 0 (0 = off), got {chunk!r}"
+    lmbda = values.get("lmbda", 0.0)
+    if not (_number(lmbda) and 0 <= lmbda <= 1):
+        return "lmbda", f"`lmbda` must be a fraction in [0, 1] (share of on-policy batches), got {lmbda!r}"
+    if not isinstance(values.get("seq_kd", False), bool):
+        return "seq_kd", f"`seq_kd` must be true or false, got {values['seq_kd']!r}"
+    new = values.get("max_new_tokens", 1)
+    if not (isinstance(new, int) and not isinstance(new, bool) and new > 0):
+        return "max_new_tokens", f"`max_new_tokens` must be a positive integer, got {new!r}"
+    gen_t = values.get("generation_temperature", 1.0)
+    if not (_number(gen_t) and gen_t > 0):
+        return "generation_temperature", f"`generation_temperature` must be > 0, got {gen_t!r}"
     try:
         layer_map = parse_layer_map(values["layer_map"])
     except HfCompressError as exc:

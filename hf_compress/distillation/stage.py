@@ -30,6 +30,10 @@ class DistillConfig:
     hidden_loss: str = "mse"
     layer_map: str | list = "uniform"
     logit_chunk_size: int = 0  # causal LMs: logit losses in chunks of this many token rows (0 = off)
+    lmbda: float = 0.0  # causal LMs: share of on-policy batches (completions sampled by the student)
+    seq_kd: bool = False  # causal LMs: other batches' completions sampled by the teacher
+    max_new_tokens: int = 128
+    generation_temperature: float = 1.0
     warmup_steps: float = 0  # steps, or a fraction of max_steps when < 1
     weight_decay: float = 0.0
     logging_steps: int = 25
@@ -99,6 +103,10 @@ def distill_stage(ctx, cfg: DistillConfig):
             hidden_loss=cfg.hidden_loss,
             layer_map=cfg.layer_map,
             logit_chunk_size=cfg.logit_chunk_size,
+            lmbda=cfg.lmbda,
+            seq_kd=cfg.seq_kd,
+            max_new_tokens=cfg.max_new_tokens,
+            generation_temperature=cfg.generation_temperature,
             warmup_steps=cfg.warmup_steps,
             weight_decay=cfg.weight_decay,
             logging_steps=cfg.logging_steps,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import random
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ from .cache_format import ROW_COLUMN
 from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .chunked import chunked_causal_terms, lm_head_of
+from .generation import generate_completions
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
 from .peft_student import base_of, check_student, teacher_source
@@ -83,10 +85,13 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
         student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
-        device = next(student.parameters()).device
+        # under FSDP / DeepSpeed the Trainer has not placed the student yet: the teacher (replicated, never
+        # wrapped or trained) and the projections go to this process's device, where the shards will run
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        device = self.args.device if sharded else next(student.parameters()).device
         if teacher_cache is None:
             teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
-            source, task, self.teacher = teacher_source(self.model, teacher, need_logits=args.alpha_logits > 0)
+            source, task, self.teacher = teacher_source(self.model, teacher, args.alpha_logits > 0, device)
             t_shape = (num_layers(self.teacher), hidden_width(self.teacher))
         else:
             self.teacher = None
@@ -97,6 +102,13 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                                   f"LMs), got {args.logit_chunk_size}")
         if args.logit_chunk_size:
             lm_head_of(student)  # an nn.Linear head, or a clear error now
+        self._generating = args.lmbda > 0 or args.seq_kd
+        for name in ("lmbda", "seq_kd"):
+            if getattr(args, name) and (not self.causal or teacher_cache is not None):
+                why = f"a {self.task} student" if not self.causal else "a teacher_cache (new tokens need a live teacher)"
+                raise HfCompressError(f"`{name}` must be {'0' if name == 'lmbda' else 'False'} with {why}: "
+                                      f"sampling completions needs a causal LM, got {getattr(args, name)!r}")
+        self._policy_rng, self._generations = random.Random(args.seed), 0
         self.layer_pairs: list[tuple[int, int]] = []
         self.projections = None
         if args.alpha_hidden > 0:
@@ -136,7 +148,22 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The window's micro-batches and their :class:`WindowCounts` (replaces transformers' label count)."""
         batches = list(itertools.islice(epoch_iterator, num_batches))
+        if self._generating:  # on-policy / sequence-level KD: completions first, so the counts see them
+            batches = [self._sampled(b) for b in batches]
         return batches, (self._window_counts(batches) if batches else None)
+
+    def _sampled(self, batch: dict) -> dict:
+        """This micro-batch with completions from the student (probability lmbda), else the teacher (seq_kd)."""
+        args = self.args
+        if self._policy_rng.random() < args.lmbda:
+            sampler = self.accelerator.unwrap_model(self.model)
+        elif args.seq_kd:
+            sampler = self.teacher
+        else:
+            return batch
+        self._generations += 1
+        return generate_completions(sampler, self._prepare_inputs(batch), args.max_new_tokens,
+                                    args.generation_temperature, seed=args.seed + self._generations)
 
     # ---- the loss ------------------------------------------------------------------------------------------
     def _terms(self, model, inputs: dict, counts: WindowCounts | None = None) -> dict:

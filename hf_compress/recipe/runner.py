@@ -86,9 +86,11 @@ def run_recipe(
     push_to_hub: str | None = None,
     token: str | None = None,
     hub_api=None,
+    extra=None,
 ) -> RunResult:
     """Run ``recipe`` (a :class:`Recipe` or a YAML path), with ``overrides`` (``"stages.1.distill.max_steps=10"``)
-    applied to either, and return the measured :class:`RunResult`."""
+    applied to either, and return the measured :class:`RunResult`. ``extra(folder, final_rows)`` may add to the
+    output folder (and its card) before it is renamed into place."""
     import torch
 
     from ..evaluation import checkpoint_bytes
@@ -176,6 +178,8 @@ def run_recipe(
             quality_key=qkey if any(qkey in r for r in rows) else None,
             title=f"{base_name or recipe.model.config.get('model_type')}: base and after each stage",
         )
+        if extra is not None:
+            extra(folder, final)
 
     final_table = [""]
     compression_config = {

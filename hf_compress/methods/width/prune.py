@@ -19,6 +19,7 @@ the hidden size, so no stock config describes a narrower residual with unchanged
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 
@@ -115,11 +116,43 @@ def prune_width(model: nn.Module, ffn=None, hidden=None, scores: WidthScores | N
         raise SurgeryError(f"give `config` or ffn/hidden, not both, got config={config!r}, ffn={ffn!r}, "
                            f"hidden={hidden!r}")
     ffn_keep, hidden_keep = plan_width(model, config, scores)
+    _check_reloadable(model, None if ffn_keep is None else ffn_keep.shape[1],
+                      None if hidden_keep is None else len(hidden_keep))
     if ffn_keep is not None:
         _prune_ffn(model, ffn_keep)
     if hidden_keep is not None:
         _prune_hidden(model, hidden_keep)
     return model
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_reloadable(model: nn.Module, ffn: int | None, hidden: int | None) -> None:
+    """Prune an empty (meta-device) copy the same way, build the model's class afresh from the resulting
+    config and compare every tensor's shape: a quirk the arch table does not know (Phi's ``qk_layernorm``
+    sized ``hidden_size // heads``) is refused here, before anything changes, not at reload time."""
+    if ffn is None and hidden is None:
+        return
+    with torch.device("meta"):
+        shell = type(model)._from_config(copy.deepcopy(model.config))
+    if _shapes(shell) != _shapes(model):
+        logger.debug("prune_width: %s does not rebuild from its config; reload check skipped", type(model))
+        return
+    if ffn is not None:
+        _prune_ffn(shell, torch.arange(ffn).expand(arch.num_layers(model), ffn))
+    if hidden is not None:
+        _prune_hidden(shell, torch.arange(hidden))
+    with torch.device("meta"):
+        fresh = _shapes(type(model)._from_config(copy.deepcopy(shell.config)))
+    bad = [(k, v, fresh.get(k)) for k, v in _shapes(shell).items() if fresh.get(k) != v]
+    if bad:
+        key, ours, theirs = bad[0]
+        raise SurgeryError(f"prune_width to ffn={ffn}, hidden={hidden} would not reload: {type(model).__name__} "
+                           f"built from the new config has {key} of shape {theirs}, the pruned weights "
+                           f"{ours}; this {arch.get_arch(model).family} config cannot describe it, keep "
+                           f"that dimension")
 
 
 def _prune_ffn(model: nn.Module, keep: torch.Tensor) -> None:

@@ -188,3 +188,15 @@ def test_importance_selects_what_prune_keeps():
     down = arch.get_submodule(arch.get_layers(model)[2], "mlp.down_proj").weight[:, keep].clone()
     prune_width(model, ffn=0.25, scores=scores)
     assert torch.equal(arch.get_submodule(arch.get_layers(model)[2], "mlp.down_proj").weight, down)
+
+
+def test_a_result_the_stock_class_cannot_rebuild_is_refused_before_any_change():
+    """Phi with qk_layernorm sizes its q/k norms hidden_size // heads: a narrower residual would reload
+    with the wrong norm width, so it is refused (the check builds the pruned config on the meta device)."""
+    model = tiny_model("phi", qk_layernorm=True)
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(SurgeryError, match="would not reload: .*q_layernorm.weight"):
+        prune_width(model, hidden=0.25, scores=_random_scores(model))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    prune_width(model, ffn=0.25, scores=_random_scores(model))  # the MLP is fine
+    assert arch.intermediate_size(model) == 48
