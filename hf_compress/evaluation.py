@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .assets import wiki_texts  # the bundled corpus, split by the one held-out rule
+
 __all__ = [
     "param_count",
     "model_bytes",
@@ -29,7 +31,9 @@ __all__ = [
     "wiki_texts",
     "accuracy",
     "teacher_agreement",
+    "report_path",
     "write_report",
+    "reload_check",
 ]
 
 _WEIGHT_BUFFER_SUFFIXES = ("weight", "weight_packed")
@@ -140,18 +144,6 @@ def latency_side_by_side(models: dict[str, nn.Module], inputs: dict, repeats: in
     return {n: statistics.median(t) for n, t in times.items()}
 
 
-def wiki_texts(split: str = "heldout", n: int | None = None) -> list[str]:
-    """Wikipedia summaries (bundled asset), split deterministically: every 10th article is ``heldout``,
-    the rest ``calibration``. Use calibration text to score or train, held-out text to measure."""
-    from .assets import load_wiki_summaries
-
-    if split not in ("calibration", "heldout"):
-        raise ValueError(f"`split` must be 'calibration' or 'heldout', got {split!r}")
-    rows = load_wiki_summaries()
-    keep = [r["extract"] for i, r in enumerate(rows) if (i % 10 == 0) == (split == "heldout") and r.get("extract")]
-    return keep[:n] if n is not None else keep
-
-
 def accuracy(predictions, labels) -> float:
     """Fraction of equal entries (plain code: no metric script is downloaded)."""
     predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
@@ -180,6 +172,18 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, batches: Iterable[
     return agree / max(total, 1)
 
 
+def report_path(output: str | Path | None, published: str | Path, smoke: bool) -> Path:
+    """Where a benchmark writes its table: ``output`` when given, else the ``published`` table for a full
+    run, else (``smoke``: a --tiny / --quick run) ``<tmp>/<name>-smoke.md``, so a smoke run never overwrites
+    a published table unless asked for it by name."""
+    import tempfile
+
+    if output is not None:
+        return Path(output)
+    published = Path(published)
+    return Path(tempfile.gettempdir()) / f"{published.stem}-smoke{published.suffix}" if smoke else published
+
+
 def write_report(path: str | Path, text: str) -> Path:
     """Write a benchmark table to ``path`` atomically (a temporary file beside it, then a rename), creating
     the folder; a run killed mid-write leaves the previous table, never half of a new one."""
@@ -197,3 +201,18 @@ def write_report(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@torch.inference_mode()
+def reload_check(model: nn.Module, auto_cls, batch: dict, remote: bool = False) -> str:
+    """Save ``model``, reload it with ``auto_cls.from_pretrained`` (``trust_remote_code=remote``) and compare
+    the outputs on ``batch``: ``"max diff <d>, <MB> MB"`` (the checkpoint's weight files)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        again = auto_cls.from_pretrained(tmp, trust_remote_code=remote).eval()
+        a, b = model(**batch), again(**batch)
+        key = "logits" if hasattr(a, "logits") else "last_hidden_state"
+        diff = (getattr(a, key) - getattr(b, key)).abs().max().item()
+        return f"max diff {diff:.1e}, {checkpoint_bytes(tmp) / 1e6:.0f} MB"

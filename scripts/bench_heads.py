@@ -23,8 +23,8 @@ import copy
 import logging
 import os
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -35,8 +35,8 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 from hf_compress import get_asset, head_importance, prune_heads, select_heads  # noqa: E402
 from hf_compress.assets import load_snli  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
-    write_report,
-    checkpoint_bytes, embedding_cosine, mean_pooled, param_count, perplexity, tokenize_batches, wiki_texts)
+    reload_check, report_path, write_report,
+    embedding_cosine, mean_pooled, param_count, perplexity, tokenize_batches, wiki_texts)
 from hf_compress.methods.heads.export import layer_head_counts  # noqa: E402
 
 logger = logging.getLogger("bench_heads")
@@ -80,7 +80,7 @@ def bench_minilm(args) -> list[str]:
             cosine = embedding_cosine(model, pruned, evaluation)
             reload = ""
             if name == "importance, global":  # per-layer head counts: the remote-code checkpoint
-                reload = check_reload(pruned, evaluation[0], AutoModel, remote=True)
+                reload = reload_check(pruned, AutoModel, evaluation[0], remote=True)
             rows.append((name, f"{fraction:.0%}", removed_share(n_layers * n_heads, plan),
                          param_count(pruned), cosine, reload))
             logger.info("MiniLM %s %.0f%%: heads per layer %s, cosine %.4f", name, fraction * 100,
@@ -93,18 +93,6 @@ def bench_minilm(args) -> list[str]:
              "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {a} | {r} | {p / 1e6:.2f} | {c:.4f} | {x} |" for n, a, r, p, c, x in rows]
     return lines
-
-
-def check_reload(model, batch, auto_cls, remote: bool) -> str:
-    """Save, reload with transformers' Auto class, compare outputs on one batch; '<diff>, <MB>'."""
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        again = auto_cls.from_pretrained(tmp, trust_remote_code=remote).eval()
-        with torch.inference_mode():
-            a, b = model(**batch), again(**batch)
-        key = "logits" if hasattr(a, "logits") else "last_hidden_state"
-        diff = (getattr(a, key) - getattr(b, key)).abs().max().item()
-        return f"max diff {diff:.1e}, {checkpoint_bytes(tmp) / 1e6:.0f} MB"
 
 
 def bench_smollm2(args) -> list[str]:
@@ -135,7 +123,7 @@ def bench_smollm2(args) -> list[str]:
             pruned = prune_heads(copy.deepcopy(model), plan)
             reload = ""
             if name == "importance, KV groups" and not args.quick:
-                reload = check_reload(pruned, calib[0], AutoModelForCausalLM, remote=False)
+                reload = reload_check(pruned, AutoModelForCausalLM, calib[0])
             shape = f"{pruned.config.num_attention_heads}/{pruned.config.num_key_value_heads}"
             rows.append((name, f"{fraction:.0%}", removed_share(n_layers * n_heads, plan), shape,
                          param_count(pruned), ppl(pruned), reload))
@@ -155,8 +143,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
-    parser.add_argument("--output", default="benchmarks/heads.md")
+    parser.add_argument("--output", default=None,
+                        help="markdown path (default benchmarks/heads.md; a temporary file for --quick)")
     args = parser.parse_args(argv)
+    published = Path(__file__).resolve().parent.parent / "benchmarks" / "heads.md"
+    args.output = report_path(args.output, published, smoke=args.quick)  # --quick: never the published table
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     args.pairs, args.sentences, args.calib, args.eval_tokens = (
         (64, 64, 8, 2048) if args.quick else (256, 256, 32, 8192))

@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -31,7 +32,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 
 from hf_compress import get_asset, quantize_int8  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
-    write_report,
+    report_path, write_report,
     checkpoint_bytes,
     embedding_cosine,
     latency_side_by_side,
@@ -251,8 +252,11 @@ def main(argv=None) -> int:
         help=f"comma list of outside baselines from {list(BASELINES)}, or '' for none",
     )
     parser.add_argument("--ppl-tokens", type=int, default=None, help="SmolLM2 perplexity tokens")
-    parser.add_argument("--output", default="benchmarks/int8.md")
+    parser.add_argument("--output", default=None,
+                        help="markdown path (default benchmarks/int8.md; a temporary file for --quick)")
     args = parser.parse_args(argv)
+    published = Path(__file__).resolve().parent.parent / "benchmarks" / "int8.md"
+    args.output = report_path(args.output, published, smoke=args.quick)  # --quick: never the published table
     args.repeats = args.repeats or (3 if args.quick else 10)
     args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     unknown = sorted(set(args.baselines) - set(BASELINES))

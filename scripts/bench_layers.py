@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -26,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_compress import get_asset, layer_importance, select_layers, student_from_teacher
 from hf_compress.assets import load_python_docs
 from hf_compress.evaluation import (
-    write_report,
+    report_path, write_report,
     latency_side_by_side,
     param_count,
     perplexity,
@@ -58,8 +59,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
     parser.add_argument("--fraction", type=float, default=0.25, help="fraction of layers to drop")
-    parser.add_argument("--output", default="benchmarks/layers.md")
+    parser.add_argument("--output", default=None,
+                        help="markdown path (default benchmarks/layers.md; a temporary file for --quick)")
     args = parser.parse_args(argv)
+    published = Path(__file__).resolve().parent.parent / "benchmarks" / "layers.md"
+    args.output = report_path(args.output, published, smoke=args.quick)  # --quick: never the published table
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     calib_texts, eval_tokens, repeats = (8, 2048, 2) if args.quick else (32, 8192, 5)
     window = 512

@@ -2,7 +2,7 @@
 
     python scripts/bench_snli.py            # full table -> benchmarks/snli.md
     python scripts/bench_snli.py --quick    # smaller budget, same rows (< 20 min on 2 cores)
-    python scripts/bench_snli.py --tiny --output /tmp/t.md   # tiny in-process BERT, synthetic pairs, < 30 s
+    python scripts/bench_snli.py --tiny     # tiny in-process BERT, synthetic pairs, < 30 s (a temporary file)
 
 Teacher: all-MiniLM-L6-v2 (``hf_compress.assets``) fine-tuned as a 3-way classifier with the plain
 ``Trainer``, cached on disk under a hash of its settings. Students (3 layers copied from the teacher, same
@@ -40,7 +40,8 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from hf_compress.evaluation import accuracy, checkpoint_bytes, latency_side_by_side, param_count, write_report  # noqa: E402
+from hf_compress.evaluation import (  # noqa: E402
+    accuracy, checkpoint_bytes, latency_side_by_side, param_count, report_path, write_report)
 
 logger = logging.getLogger("bench_snli")
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,7 +274,7 @@ def train_student(kind: str, teacher, settings: BenchSettings, train_tok, tokeni
         dargs = DistillationArguments(**kwargs, temperature=settings.temperature,
                                       alpha_logits=settings.alpha_logits, alpha_task=settings.alpha_task,
                                       alpha_hidden=hidden, logit_loss="forward_kl",
-                                      layer_map=settings.layer_map)
+                                      layer_map=settings.layer_map if hidden > 0 else "uniform")
         trainer = DistillationTrainer(teacher_model=teacher, args=dargs, **common)
     stats = timed_train(trainer)
     return student.eval(), stats
@@ -397,7 +398,8 @@ def parse_args(argv=None):
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller budget (< 20 min on 2 cores)")
     size.add_argument("--tiny", action="store_true", help="tiny in-process BERT on synthetic pairs (tests)")
-    p.add_argument("--output", default=None, help="markdown table path (default benchmarks/snli.md)")
+    p.add_argument("--output", default=None,
+                   help="markdown path (default benchmarks/snli.md; a temporary file for --quick / --tiny)")
     p.add_argument("--cache-dir", default=None, help="teacher cache root (default ~/.cache/hf_compress)")
     p.add_argument("--teacher-only", action="store_true", help="fine-tune and cache the teacher, then stop")
     p.add_argument("--skip-trl", action="store_true", help="leave out the TRL row")
@@ -446,7 +448,7 @@ def main(argv=None) -> int:
                                train_tok, test_tok, tokenizer, labels, model_name)
     table = render(rows, notes, settings, model_name, len(labels), time.perf_counter() - t_start)
     print(table)
-    out = Path(args.output) if args.output else ROOT / "benchmarks" / "snli.md"
+    out = report_path(args.output, ROOT / "benchmarks" / "snli.md", smoke=args.quick or args.tiny)
     write_report(out, table)
     logger.warning("wrote %s", out)
     return 0

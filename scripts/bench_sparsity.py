@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from hf_compress import get_asset, sparsify, sparsity_report  # noqa: E402
 from hf_compress.evaluation import (  # noqa: E402
-    write_report,
+    report_path, write_report,
     latency_side_by_side,
     perplexity,
     tokenize_batches,
@@ -64,8 +64,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calibration texts and evaluation tokens")
-    parser.add_argument("--output", default="benchmarks/sparsity.md")
+    parser.add_argument("--output", default=None,
+                        help="markdown path (default benchmarks/sparsity.md; a temporary file for --quick)")
     args = parser.parse_args(argv)
+    published = Path(__file__).resolve().parent.parent / "benchmarks" / "sparsity.md"
+    args.output = report_path(args.output, published, smoke=args.quick)  # --quick: never the published table
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     calib_texts, eval_tokens, repeats = (8, 2048, 3) if args.quick else (32, 8192, 5)
     window = 512

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -26,7 +27,8 @@ from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from hf_compress import DistillationArguments, DistillationTrainer, get_asset, student_from_teacher  # noqa: E402
 from hf_compress.distillation.losses import hidden_cosine, hidden_mse  # noqa: E402
-from hf_compress.evaluation import embedding_cosine, param_count, tokenize_batches, wiki_texts, write_report  # noqa: E402
+from hf_compress.evaluation import (  # noqa: E402
+    embedding_cosine, param_count, report_path, tokenize_batches, wiki_texts, write_report)
 
 logger = logging.getLogger("distill_minilm")
 KEEP = [0, 2, 5]
@@ -56,8 +58,11 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--hidden-loss", default="mse+cosine", choices=["mse", "cosine", "mse+cosine"])
     parser.add_argument("--save-dir", default=None, help="where to save the student (default: a temp folder)")
-    parser.add_argument("--output", default="benchmarks/distill_minilm.md")
+    parser.add_argument("--output", default=None,
+                        help="markdown path (default benchmarks/distill_minilm.md; a temp file for --quick)")
     args = parser.parse_args(argv)
+    published = Path(__file__).resolve().parent.parent / "benchmarks" / "distill_minilm.md"
+    args.output = report_path(args.output, published, smoke=args.quick)  # --quick: never the published table
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     torch.manual_seed(0)
     steps = args.steps or (40 if args.quick else 200)

@@ -27,3 +27,34 @@ def test_unknown_asset_names_the_known_ones():
 def test_snli_split_is_checked_before_anything_is_fetched():
     with pytest.raises(AssetError, match="'validation'"):
         assets.load_snli("validation")
+
+
+def test_the_asset_table_is_the_only_place_that_names_assets():
+    """Recipe schema, model card, bench and loading read ``ASSETS`` (they each kept a copy of the names, Hub
+    ids and licences before)."""
+    import re
+    from pathlib import Path
+
+    names = "|".join(re.escape(n) for n in assets.ASSETS)
+    pattern = re.compile(rf"[\"']({names})[\"']|[\"'][\w-]+/[\w.-]*(MiniLM|mpnet|SmolLM)[\w.-]*[\"']")
+    package = Path(assets.__file__).parent
+    hits = [f"{p.relative_to(package)}: {m.group(0)}" for p in package.rglob("*.py") if p.name != "assets.py"
+            for m in pattern.finditer(p.read_text())]
+    assert hits == []
+
+
+def test_every_model_asset_has_the_hub_id_and_licence_the_card_writes():
+    from hf_compress.recipe.schema import ModelSpec
+
+    for name in assets.MODEL_ASSETS:
+        assert "/" in assets.hub_id(name) and assets.license_of(name) == "apache-2.0"
+        ModelSpec(name_or_path=name)  # the recipe schema accepts each
+    assert assets.hub_id("./my-folder") == "./my-folder" and assets.license_of("user/repo") is None
+    assert set(assets.DATA_ASSETS) == {"snli", "wiki-summaries", "python-docs"}
+
+
+def test_get_asset_returns_a_str_that_from_pretrained_style_apis_take(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_COMPRESS_ASSETS", str(tmp_path))
+    (tmp_path / "minilm").mkdir()  # already prepared: nothing is fetched
+    folder = assets.get_asset("minilm")
+    assert type(folder) is str and folder == str(tmp_path / "minilm")  # SentenceTransformer refuses a Path

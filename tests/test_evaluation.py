@@ -81,3 +81,13 @@ def test_write_report_replaces_atomically_and_leaves_no_temporary_file(tmp_path,
     with pytest.raises(OSError, match="disk full"):
         ev.write_report(target, "| b |\n")
     assert target.read_text() == "| a |\n" and sorted(p.name for p in target.parent.iterdir()) == ["table.md"]
+
+
+def test_reload_check_reports_the_difference_after_save_and_reload():
+    from transformers import AutoModelForCausalLM
+
+    from tiny_models import tiny_batch
+
+    model = tiny_model("llama")
+    batch = {k: v for k, v in tiny_batch().items()}
+    assert ev.reload_check(model, AutoModelForCausalLM, batch).startswith("max diff 0.0e+00, ")

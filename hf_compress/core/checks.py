@@ -9,7 +9,8 @@ from dataclasses import fields
 
 from ..errors import HfCompressError
 
-__all__ = ["check_fraction", "check_positive", "check_choice", "check_finite", "check_ignore", "part_config"]
+__all__ = ["check_fraction", "check_positive", "check_choice", "check_finite", "check_finite_weights",
+           "check_ignore", "part_config"]
 
 
 def _fail(error: type[Exception], msg: str) -> None:
@@ -69,3 +70,13 @@ def part_config(stage_config, part_cls, **extra):
     names = {f.name for f in fields(part_cls)}
     values = {f.name: copy.copy(getattr(stage_config, f.name)) for f in fields(stage_config) if f.name in names}
     return part_cls(**values, **extra)
+
+
+def check_finite_weights(model, error: type[Exception] = HfCompressError) -> None:
+    """Raise naming the first floating-point parameter or buffer of ``model`` holding NaN or infinity."""
+    import torch
+
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            _fail(error, f"weight {name} holds NaN or infinity; nothing was saved (training diverged: lower "
+                         f"the learning rate or check the recipe's numbers)")

@@ -12,9 +12,9 @@ import importlib
 from ..core.registry import MethodSpec, register
 from .stage import DistillConfig, check_distill_for_task, distill_stage
 
-__all__ = ["DistillationArguments", "DistillationTrainer"]
+__all__ = ["DistillationArguments", "DistillationTrainer", "cache_teacher_outputs"]
 
-_LAZY = {"DistillationArguments": ".args", "DistillationTrainer": ".trainer"}
+_LAZY = {"DistillationArguments": ".args", "DistillationTrainer": ".trainer", "cache_teacher_outputs": ".cache"}
 
 
 def __getattr__(name):

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
 from ..errors import HfCompressError
-from .layer_map import parse_layer_map
+from .options import HIDDEN_LOSSES, LOGIT_LOSSES, OPTIONS, check_options
 
 __all__ = ["HIDDEN_LOSSES", "LOGIT_LOSSES", "DistillationArguments"]
-
-LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "mse")
-HIDDEN_LOSSES = ("mse", "cosine", "mse+cosine")
 
 
 @dataclass
@@ -51,25 +49,31 @@ class DistillationArguments(TrainingArguments):
                           "(checkpoint-* folders always carry them, for resuming)."},
     )
 
-    def __post_init__(self):
-        def bad(name, allowed, value):
-            raise HfCompressError(f"`{name}` must be {allowed}, got {value!r}")
+    logit_chunk_size: int = field(
+        default=0,
+        metadata={"help": "Causal LMs: compute the logit losses (LM head included) in chunks of this many token "
+                          "rows, so the (tokens x vocabulary) student logits never exist at once; 0 = off."},
+    )
 
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            bad("temperature", "> 0", self.temperature)
-        for name in ("alpha_logits", "alpha_hidden", "alpha_task"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                bad(name, ">= 0", value)
-        if self.alpha_logits == 0 and self.alpha_hidden == 0 and self.alpha_task == 0:
-            raise HfCompressError(
-                "at least one of `alpha_logits`, `alpha_hidden`, `alpha_task` must be > 0, got all three 0"
-            )
-        if self.logit_loss not in LOGIT_LOSSES:
-            bad("logit_loss", f"one of {', '.join(LOGIT_LOSSES)}", self.logit_loss)
-        if not (isinstance(self.jsd_beta, (int, float)) and 0 < self.jsd_beta < 1):
-            bad("jsd_beta", "strictly between 0 and 1", self.jsd_beta)
-        if self.hidden_loss not in HIDDEN_LOSSES:
-            bad("hidden_loss", f"one of {', '.join(HIDDEN_LOSSES)}", self.hidden_loss)
-        parse_layer_map(self.layer_map)  # raises with the accepted forms
+    lmbda: float = field(
+        default=0.0,
+        metadata={"help": "Causal LMs: share of micro-batches whose completions the student samples from the "
+                          "batch's prompts (on-policy, GKD), in [0, 1]; 0 = off-policy only."},
+    )
+    seq_kd: bool = field(
+        default=False,
+        metadata={"help": "Causal LMs: the other batches' completions are sampled from the teacher "
+                          "(sequence-level KD)."},
+    )
+    max_new_tokens: int = field(default=128, metadata={"help": "Tokens sampled per completion (lmbda, seq_kd)."})
+    generation_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of the completions (the loss uses `temperature`)."}
+    )
+
+    def __post_init__(self):
+        for f in fields(self):  # ours and TrainingArguments': a NaN/inf rate, weight or epsilon trains garbage
+            value = getattr(self, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise HfCompressError(f"`{f.name}` must be a finite number, got {value!r}")
+        check_options({name: getattr(self, name) for name in OPTIONS})  # the recipe's distill stage runs it too
         super().__post_init__()

@@ -20,40 +20,12 @@ from torch import nn
 
 from ..arch import hidden_size
 from ..errors import CheckpointError, HfCompressError
+from .options import parse_layer_map
 
 __all__ = ["PROJECTIONS_FILE", "HiddenProjections", "hidden_width", "parse_layer_map", "resolve_layer_pairs"]
 
 #: file written beside a checkpoint when projections are saved
 PROJECTIONS_FILE = "distillation_projections.safetensors"
-_NAMED = ("uniform", "last")
-
-
-def parse_layer_map(value) -> str | list[tuple[int, int]]:
-    """``"uniform"``, ``"last"``, a JSON string or a list of ``[student, teacher]`` pairs -> name or pair list."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text in _NAMED:
-            return text
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            raise HfCompressError(
-                f"`layer_map` must be 'uniform', 'last' or a JSON list of [student_layer, teacher_layer] pairs "
-                f"such as '[[1, 2], [2, 4]]', got {value!r}"
-            ) from None
-    if not isinstance(value, (list, tuple)) or not value:
-        raise HfCompressError(f"`layer_map` must be a non-empty list of [student_layer, teacher_layer] pairs, got {value!r}")
-    pairs = []
-    for pair in value:
-        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
-                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in pair)):
-            raise HfCompressError(
-                f"`layer_map` entries must be [student_layer, teacher_layer] pairs of non-negative integers "
-                f"(0 = embeddings, k = output of block k), got {pair!r}"
-            )
-        pairs.append((int(pair[0]), int(pair[1])))
-    return pairs
-
 
 def resolve_layer_pairs(layer_map, n_student: int, n_teacher: int,
                         include_embeddings: bool = False) -> list[tuple[int, int]]:

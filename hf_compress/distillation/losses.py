@@ -30,6 +30,7 @@ __all__ = [
     "logit_mse",
     "reverse_kl",
     "token_cross_entropy",
+    "topk_buckets",
 ]
 
 #: log-probabilities are clamped from below here (exp(-1e4) is 0 in fp32; finite logits never get this low)
@@ -153,3 +154,31 @@ def token_cross_entropy(logits, targets, mask=None, reduction: str = "sum", num_
     log_p = F.log_softmax(z.index_select(0, rows), dim=-1)  # (R, V)
     per_row = -log_p.gather(-1, targets.reshape(-1).index_select(0, rows)[:, None]).squeeze(-1)
     return _finish(per_row, rows, z.shape[0], logits.shape[:-1], reduction, num_items)
+
+
+def topk_buckets(student_logits, topk_ids, topk_logits, tail_logsumexp):
+    """Student and teacher as ``k + 1`` buckets: the teacher's top-k tokens and one tail bucket for the rest.
+
+    ``student_logits`` (..., V), ``topk_ids`` / ``topk_logits`` (..., k) and ``tail_logsumexp`` (...) of the
+    teacher -> two fp32 (..., k + 1) "logit" tensors whose softmaxes are the exact bucket probabilities at
+    tau = 1: the tail bucket's logit is the log-sum-exp of the logits outside the k ids (``-inf`` when k = V,
+    so the tail has probability 0 and every dense loss gets back its exact value). Feed them to
+    :func:`forward_kl`, :func:`reverse_kl` or :func:`generalized_jsd`.
+
+    Temperature: those losses divide both bucket tensors by tau, i.e. they re-temper the k logits (their
+    ratios are the exact tempered ratios) and treat the tail as ONE token whose logit is its log-sum-exp. The
+    true tempered tail (sum of exp(z_v / tau) over the tail) is larger for tau > 1 (the many small tokens gain),
+    so at tau != 1 the target is an approximation; at tau = 1 it is exact. The loss stays a divergence between
+    two distributions treated alike, zero exactly when the student's k + 1 buckets equal the teacher's.
+    """
+    s = student_logits.float()
+    ids = topk_ids.long()
+    s_k = s.gather(-1, ids)  # (..., k)
+    if ids.shape[-1] >= s.shape[-1]:  # k = V: no tail
+        s_tail = torch.full_like(s_k[..., :1], float("-inf"))
+    else:
+        rest = s.scatter(-1, ids, float("-inf"))  # (..., V)
+        top = rest.amax(-1, keepdim=True).detach().clamp(min=-1e30)  # finite shift even for an all -inf row
+        s_tail = torch.log((rest - top).exp().sum(-1, keepdim=True).clamp(min=1e-30)) + top  # (..., 1)
+    t = torch.cat([topk_logits.float(), tail_logsumexp.float()[..., None]], -1)  # (..., k + 1)
+    return torch.cat([s_k, s_tail], -1), t

@@ -5,17 +5,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 
-import torch
-
-from ..core.checks import check_choice, check_positive
+from ..core.checks import check_positive
 from ..errors import RecipeError
+from .options import OPTIONS, check_options
 
 __all__ = ["DistillConfig", "distill_stage", "check_distill_for_task"]
 
 
 @dataclass
 class DistillConfig:
-    """Knowledge distillation from the teacher (the model as loaded) into the current model."""
+    """Knowledge distillation from the teacher (the model as loaded) into the current model. The distillation
+    fields (:data:`~.options.OPTIONS`) are checked by :class:`~.args.DistillationArguments`' own check."""
 
     max_steps: int = 100
     learning_rate: float = 5e-5
@@ -29,31 +29,37 @@ class DistillConfig:
     jsd_beta: float = 0.5
     hidden_loss: str = "mse"
     layer_map: str | list = "uniform"
+    logit_chunk_size: int = 0  # causal LMs: logit losses in chunks of this many token rows (0 = off)
+    lmbda: float = 0.0  # causal LMs: share of on-policy batches (completions sampled by the student)
+    seq_kd: bool = False  # causal LMs: other batches' completions sampled by the teacher
+    max_new_tokens: int = 128
+    generation_temperature: float = 1.0
     warmup_steps: float = 0  # steps, or a fraction of max_steps when < 1
     weight_decay: float = 0.0
     logging_steps: int = 25
+    teacher_cache: str | None = None  # a folder: the teacher's outputs are cached there once, then reused
+    top_k: int = 32  # logits kept per token in the teacher cache
+    bf16: bool = False  # bf16 autocast while training (about 1.9x faster on AVX512-BF16 CPUs); weights stay fp32
 
     def __post_init__(self):
-        for name in ("max_steps", "learning_rate", "batch_size", "max_length", "temperature", "logging_steps"):
+        for name in ("max_steps", "learning_rate", "batch_size", "max_length", "logging_steps"):
             check_positive(name, getattr(self, name), RecipeError)
-        for name in ("alpha_logits", "alpha_hidden", "alpha_task", "weight_decay"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise RecipeError(f"`{name}` must be >= 0, got {value!r}")
-        if self.alpha_logits == 0 and self.alpha_hidden == 0 and self.alpha_task == 0:
-            raise RecipeError("at least one of `alpha_logits`, `alpha_hidden`, `alpha_task` must be > 0, got all 0")
-        check_choice("logit_loss", self.logit_loss, ("forward_kl", "reverse_kl", "jsd", "mse"), RecipeError)
-        check_choice("hidden_loss", self.hidden_loss, ("mse", "cosine", "mse+cosine"), RecipeError)
-        if not 0 < self.jsd_beta < 1:
-            raise RecipeError(f"`jsd_beta` must be strictly between 0 and 1, got {self.jsd_beta!r}")
-        from .layer_map import parse_layer_map  # light: the same check the trainer runs
-
-        try:
-            parse_layer_map(self.layer_map)
-        except ValueError as exc:
-            raise RecipeError(f"`layer_map`: {exc}") from None
+        values = {name: getattr(self, name) for name in OPTIONS}
+        if values["alpha_logits"] is None:  # chosen by the task at run time; check_distill_for_task checks it
+            values["alpha_logits"] = 1.0
+        check_options(values, RecipeError)
+        if self.weight_decay < 0:
+            raise RecipeError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}")
         if self.warmup_steps < 0:
             raise RecipeError(f"`warmup_steps` must be >= 0, got {self.warmup_steps!r}")
+        if not isinstance(self.bf16, bool):
+            raise RecipeError(f"`bf16` must be true or false, got {self.bf16!r}")
+        check_positive("top_k", self.top_k, RecipeError)
+        if self.teacher_cache is not None and not (isinstance(self.teacher_cache, str) and self.teacher_cache):
+            raise RecipeError(f"`teacher_cache` must be a folder path or null, got {self.teacher_cache!r}")
+        if self.teacher_cache is not None and self.logit_loss == "mse":
+            raise RecipeError("`logit_loss` must be forward_kl, reverse_kl or jsd with a teacher_cache (it holds "
+                              "top-k logits only), got 'mse'")
 
 
 def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
@@ -73,6 +79,7 @@ def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
 
 def distill_stage(ctx, cfg: DistillConfig):
     import datasets
+    import torch
 
     from .args import DistillationArguments
     from .trainer import DistillationTrainer
@@ -95,9 +102,15 @@ def distill_stage(ctx, cfg: DistillConfig):
             jsd_beta=cfg.jsd_beta,
             hidden_loss=cfg.hidden_loss,
             layer_map=cfg.layer_map,
+            logit_chunk_size=cfg.logit_chunk_size,
+            lmbda=cfg.lmbda,
+            seq_kd=cfg.seq_kd,
+            max_new_tokens=cfg.max_new_tokens,
+            generation_temperature=cfg.generation_temperature,
             warmup_steps=cfg.warmup_steps,
             weight_decay=cfg.weight_decay,
             logging_steps=cfg.logging_steps,
+            bf16=cfg.bf16,
             save_strategy="no",
             report_to=[],
             seed=ctx.seed,
@@ -105,12 +118,15 @@ def distill_stage(ctx, cfg: DistillConfig):
             disable_tqdm=False,
             remove_unused_columns=False,
         )
+        source = {"teacher_model": ctx.teacher}
+        if cfg.teacher_cache:
+            source = {"teacher_cache": _cache_once(ctx, cfg, dataset, alpha_logits)}
         trainer = DistillationTrainer(
             model=ctx.model,
-            teacher_model=ctx.teacher,
             args=args,
             train_dataset=dataset,
             processing_class=ctx.tokenizer,
+            **source,
         )
         result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -120,4 +136,21 @@ def distill_stage(ctx, cfg: DistillConfig):
         "train_loss": float(result.training_loss),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
+        **({"teacher_cache": cfg.teacher_cache} if cfg.teacher_cache else {}),
     }
+
+
+def _cache_once(ctx, cfg: DistillConfig, dataset, alpha_logits: float) -> str:
+    """Write the teacher cache for this stage's data, or reuse the folder when it already holds it (the
+    fingerprint check refuses a folder written for another teacher, tokenizer, data or max_length)."""
+    from ..arch import num_layers
+    from .cache import cache_teacher_outputs
+    from .layer_map import resolve_layer_pairs
+
+    layers = []
+    if cfg.alpha_hidden > 0:
+        pairs = resolve_layer_pairs(cfg.layer_map, num_layers(ctx.model), num_layers(ctx.teacher))
+        layers = sorted({t for _, t in pairs})
+    return cache_teacher_outputs(ctx.teacher, dataset, cfg.teacher_cache, top_k=cfg.top_k if alpha_logits else 0,
+                                 hidden_layers=layers, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                                 tokenizer=ctx.tokenizer)

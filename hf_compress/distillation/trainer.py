@@ -17,38 +17,35 @@ from __future__ import annotations
 
 import functools
 import itertools
+import random
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
 from ..arch import num_layers
-from ..errors import HfCompressError
+from ..core.folders import publish_folder, write_manifest
+from ..errors import CheckpointError, HfCompressError
 from . import losses
 from .args import DistillationArguments
+from .cache_format import ROW_COLUMN
+from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
-from .metrics import distillation_metrics
-from .teacher import check_compatible, load_teacher, prepare_teacher
+from .chunked import chunked_causal_terms, lm_head_of
+from .generation import generate_completions
+from .masks import WindowCounts, item_masks, window_totals
+from .metrics import DistillationEvalMixin
+from .peft_student import base_of, check_student, teacher_source
+from .teacher import cached_teacher_for, load_teacher
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
 logger = logging.getLogger(__name__)
 _TERMS = ("loss_kd", "loss_hidden", "loss_task")
-
-
-@dataclass
-class WindowCounts:
-    """Valid items of one accumulation window: the denominators of the three loss terms."""
-
-    logits: torch.Tensor
-    hidden: torch.Tensor
-    task: torch.Tensor
-    world_factor: float = 1.0  # the loss is multiplied by this (DDP averages gradients over processes)
 
 
 class _ZeroProjectionGrads(TrainerCallback):
@@ -61,38 +58,67 @@ class _ZeroProjectionGrads(TrainerCallback):
         self.projections.zero_grad(set_to_none=True)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(DistillationEvalMixin, Trainer):
     """Distil ``teacher_model`` into ``model`` (see the module docstring for the exact loss).
 
     The teacher object is changed in place (frozen, eval mode, moved to the student's device and dtype), as the
-    Trainer does with the student; pass a copy to keep the original as it was.
+    Trainer does with the student; pass a copy to keep the original as it was. ``evaluate()`` / ``predict()`` are
+    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
 
     def __init__(self, model=None, teacher_model=None, args: DistillationArguments | None = None,
-                 teacher_trust_remote_code: bool = False, **kwargs):
+                 teacher_trust_remote_code: bool = False, teacher_cache=None, **kwargs):
         if not isinstance(args, DistillationArguments):
             raise HfCompressError(f"`args` must be a DistillationArguments, got {type(args).__name__}")
-        if teacher_model is None:
-            raise HfCompressError("`teacher_model` is required: a model, a folder or a repo id")
+        if (teacher_model is None) == (teacher_cache is None):
+            raise HfCompressError("pass exactly one of `teacher_model` (a model, a folder or a repo id) and "
+                                  f"`teacher_cache` (a cache_teacher_outputs folder), got "
+                                  f"{'both' if teacher_model is not None else 'neither'}")
         if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
             raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
+        check_student(model)
+        if teacher_cache is not None:  # checked before the Trainer is built: it needs the row column
+            source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
+                teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
         super().__init__(model=model, args=args, **kwargs)
-        student = self.model
-        teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
-        self.task = check_compatible(student, teacher, need_logits=args.alpha_logits > 0)
-        device = next(student.parameters()).device
-        self.teacher = prepare_teacher(teacher, device, student.dtype)
+        self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
+        student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
+        # under FSDP / DeepSpeed the Trainer has not placed the student yet: the teacher (replicated, never
+        # wrapped or trained) and the projections go to this process's device, where the shards will run
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        device = self.args.device if sharded else next(student.parameters()).device
+        if teacher_cache is None:
+            teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
+            source, task, self.teacher = teacher_source(self.model, teacher, args.alpha_logits > 0, device)
+            t_shape = (num_layers(self.teacher), hidden_width(self.teacher))
+        else:
+            self.teacher = None
+        self.teacher_source, self.task = source, task
         self.causal = self.task == "causal-lm"
+        if args.logit_chunk_size and not self.causal:
+            raise HfCompressError(f"`logit_chunk_size` must be 0 for a {self.task} student (chunking is for causal "
+                                  f"LMs), got {args.logit_chunk_size}")
+        if args.logit_chunk_size:
+            lm_head_of(student)  # an nn.Linear head, or a clear error now
+        self._generating = args.lmbda > 0 or args.seq_kd
+        for name in ("lmbda", "seq_kd"):
+            if getattr(args, name) and (not self.causal or teacher_cache is not None):
+                why = f"a {self.task} student" if not self.causal else "a teacher_cache (new tokens need a live teacher)"
+                raise HfCompressError(f"`{name}` must be {'0' if name == 'lmbda' else 'False'} with {why}: "
+                                      f"sampling completions needs a causal LM, got {getattr(args, name)!r}")
+        self._policy_rng, self._generations = random.Random(args.seed), 0
         self.layer_pairs: list[tuple[int, int]] = []
         self.projections = None
         if args.alpha_hidden > 0:
-            self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), num_layers(teacher),
+            self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), t_shape[0],
                                                    args.include_embeddings)
+            if teacher_cache is not None:
+                source.check_hidden_layers([t for _, t in self.layer_pairs])
             with torch.random.fork_rng(devices=[]):  # same initial projections in every process
                 torch.manual_seed(args.seed)
-                self.projections = HiddenProjections(self.layer_pairs, hidden_width(student), hidden_width(teacher))
+                self.projections = HiddenProjections(self.layer_pairs, hidden_width(student), t_shape[1])
             self.projections.to(device=device, dtype=student.dtype)
             self._register_projection_grad_sync()
             self.add_callback(_ZeroProjectionGrads(self.projections))
@@ -106,64 +132,73 @@ class DistillationTrainer(Trainer):
         self._windows_seen, self._last_window = 0, None
 
     # ---- counting valid items ------------------------------------------------------------------------
-    def _masks(self, inputs: dict):
-        """(logit mask, hidden mask, task item count) of one micro-batch."""
-        ids = inputs.get("input_ids")
-        ref = ids if ids is not None else inputs["inputs_embeds"][..., 0]
-        attn = inputs.get("attention_mask")
-        attn = torch.ones_like(ref, dtype=torch.bool) if attn is None else attn.bool()  # (B, T)
-        labels = inputs.get("labels")
-        if self.task == "sequence-classification":
-            logit_mask = torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)  # (B,)
-            n_task = ref.shape[0] if labels is not None else 0
-        elif self.causal:
-            logit_mask = attn[:, 1:]  # (B, T-1): position i predicts token i+1
-            if labels is not None:
-                logit_mask = logit_mask & labels[:, 1:].ne(-100)
-            n_task = int(labels[:, 1:].ne(-100).sum()) if labels is not None else 0
-        else:
-            logit_mask = attn if labels is None else attn & labels.ne(-100)
-            n_task = int(labels.ne(-100).sum()) if labels is not None else 0
-        return logit_mask, attn, n_task
-
     def _window_counts(self, batches: list, reduce: bool = True) -> WindowCounts:
-        totals = torch.zeros(3, dtype=torch.float64)
-        for batch in batches:
-            logit_mask, hidden_mask, n_task = self._masks(batch)
-            totals += torch.tensor([float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task)],
-                                   dtype=torch.float64)
+        totals = window_totals(batches, self.task)
         world, factor = self.accelerator.num_processes, 1.0
         if reduce and world > 1 and self.args.average_tokens_across_devices:
             totals = self.accelerator.reduce(totals.to(self.args.device), "sum").cpu()
             factor = float(world)
         return WindowCounts(*totals.clamp(min=1).unbind(), world_factor=factor)
 
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if ROW_COLUMN not in self._signature_columns:  # the cache row of each example must reach the batch
+            self._signature_columns.append(ROW_COLUMN)
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The window's micro-batches and their :class:`WindowCounts` (replaces transformers' label count)."""
         batches = list(itertools.islice(epoch_iterator, num_batches))
+        if self._generating:  # on-policy / sequence-level KD: completions first, so the counts see them
+            batches = [self._sampled(b) for b in batches]
         return batches, (self._window_counts(batches) if batches else None)
 
+    def _sampled(self, batch: dict) -> dict:
+        """This micro-batch with completions from the student (probability lmbda), else the teacher (seq_kd)."""
+        args = self.args
+        if self._policy_rng.random() < args.lmbda:
+            sampler = self.accelerator.unwrap_model(self.model)
+        elif args.seq_kd:
+            sampler = self.teacher
+        else:
+            return batch
+        self._generations += 1
+        return generate_completions(sampler, self._prepare_inputs(batch), args.max_new_tokens,
+                                    args.generation_temperature, seed=args.seed + self._generations)
+
     # ---- the loss ------------------------------------------------------------------------------------------
-    def _terms(self, model, inputs: dict) -> dict:
-        """Unnormalised sums of the three terms for one micro-batch (task: model mean x its item count)."""
+    def _terms(self, model, inputs: dict, counts: WindowCounts | None = None) -> dict:
+        """Unnormalised sums of the three terms for one micro-batch (task: model mean x its item count).
+
+        With ``logit_chunk_size`` (causal LMs, training with gradients, ``counts`` given) the KD and task sums
+        come from :mod:`.chunked` and ``head_loss`` holds their weighted, differentiable sum.
+        """
         args = self.args
         labels = inputs.get("labels")
-        logit_mask, hidden_mask, n_task = self._masks(inputs)
+        logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
         use_task = args.alpha_task > 0 and labels is not None and n_task > 0
         want_hidden = bool(self.layer_pairs)
-        student_inputs = {k: v for k, v in inputs.items() if use_task or k != "labels"}
-        s_out = model(**student_inputs, output_hidden_states=want_hidden)
-        if self.teacher.training:  # someone called .train() on it: dropout must stay off
-            self.teacher.eval()
-        with torch.no_grad():
-            t_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"},
-                                 output_hidden_states=want_hidden)
+        chunk = bool(args.logit_chunk_size) and counts is not None and model.training and torch.is_grad_enabled()
+        student_inputs = {k: v for k, v in inputs.items()
+                          if (use_task and not chunk or k != "labels") and k != ROW_COLUMN}
+        extra = {"logits_to_keep": 1, "output_hidden_states": True} if chunk else {}
+        s_out = model(**student_inputs, **{"output_hidden_states": want_hidden, **extra})
+        t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}), final_hidden=chunk)
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
-        if args.alpha_logits > 0:
-            s_logits, t_logits = s_out.logits, t_out.logits
-            if self.causal:
-                s_logits, t_logits = s_logits[:, :-1], t_logits[:, :-1]  # (B, T-1, V)
+        if chunk:
+            wf = counts.world_factor
+            coeffs = torch.tensor([args.alpha_logits / counts.logits.item() * wf,
+                                   (args.alpha_task / counts.task.item() * wf) if use_task else 0.0])
+            out["head_loss"], out["kd"], out["task"] = chunked_causal_terms(
+                s_out.hidden_states[-1], lm_head_of(model), t_out, logit_mask, labels, self._logit_loss, coeffs,
+                args.logit_chunk_size)
+        elif args.alpha_logits > 0:
+            cut = (lambda x: x[:, :-1]) if self.causal else (lambda x: x)  # (B, T-1, V): i predicts i+1
+            if t_out.logits is not None:
+                s_logits, t_logits = cut(s_out.logits), cut(t_out.logits)
+            else:  # cached top-k: k buckets + one tail bucket on both sides
+                s_logits, t_logits = losses.topk_buckets(cut(s_out.logits), cut(t_out.topk_ids),
+                                                         cut(t_out.topk_logits), cut(t_out.tail_logsumexp))
             out["kd"] = self._logit_loss(s_logits, t_logits, mask=logit_mask, reduction="sum")
         if want_hidden:
             total = zero
@@ -175,7 +210,7 @@ class DistillationTrainer(Trainer):
                 if args.hidden_loss in ("cosine", "mse+cosine"):
                     total = total + losses.hidden_cosine(h_s, h_t, hidden_mask, reduction="sum")
             out["hidden"] = total / len(self.layer_pairs)
-        if use_task:
+        if use_task and not chunk:
             out["task"] = s_out.loss.float() * n_task  # the model's loss is a mean over its n_task items
         return out
 
@@ -183,12 +218,14 @@ class DistillationTrainer(Trainer):
         counts = num_items_in_batch
         if not isinstance(counts, WindowCounts):  # called outside the training loop: this batch is the window
             counts = self._window_counts([inputs], reduce=False)
-        terms = self._terms(model, inputs)
+        terms = self._terms(model, inputs, counts)
         a = self.args
         parts = torch.stack([terms["kd"] / counts.logits.item(), terms["hidden"] / counts.hidden.item(),
                              terms["task"] / counts.task.item()])
         weights = torch.tensor([a.alpha_logits, a.alpha_hidden, a.alpha_task], device=parts.device)
         loss = (parts * weights).sum() * counts.world_factor
+        if "head_loss" in terms:  # chunked: KD and task are already weighted (and differentiable) in head_loss
+            loss = terms["head_loss"] + parts[1] * a.alpha_hidden * counts.world_factor
         if model.training:
             if counts is not self._last_window:
                 self._windows_seen, self._last_window = self._windows_seen + 1, counts
@@ -247,7 +284,8 @@ class DistillationTrainer(Trainer):
         """A stock HF folder (no projections inside the model file); projections beside it if asked.
 
         Checkpoint folders (``_internal_call``) always get the projections file, which resuming needs. A public
-        save goes to a temporary folder first and is then moved into place, so no half-written folder remains.
+        save goes to a temporary folder first and is then moved into place (:func:`~..core.folders.publish_folder`:
+        a crash leaves the previous model whole; files hf_compress did not write are never replaced).
         """
         output_dir = output_dir or self.args.output_dir
         if _internal_call or self.is_fsdp_enabled or self.is_deepspeed_enabled:
@@ -263,12 +301,9 @@ class DistillationTrainer(Trainer):
             if self.args.should_save:
                 if self.projections is not None and self.args.save_projections:
                     self.projections.save(tmp)
-                if not os.path.exists(output_dir) or not os.listdir(output_dir):
-                    shutil.rmtree(output_dir, ignore_errors=True)
-                    os.replace(tmp, output_dir)  # the whole folder at once
-                else:  # an existing folder (e.g. holding checkpoints): replace file by file
-                    for name in os.listdir(tmp):
-                        os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+                write_manifest(tmp)
+                # by rename; in a folder that holds checkpoints or a user's files only our own files change
+                publish_folder(tmp, os.path.abspath(output_dir), CheckpointError)
         finally:
             if self.args.should_save and os.path.isdir(tmp) and tmp != output_dir:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -279,14 +314,3 @@ class DistillationTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.projections is not None:
             self.projections.load(resume_from_checkpoint)
-
-    # ---- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
-        """Distillation loss terms on the eval set, plus student/teacher perplexity (causal LMs) or accuracy
-        (sequence classifiers with labels). Offline: no metric scripts are downloaded."""
-        if isinstance(eval_dataset if eval_dataset is not None else self.eval_dataset, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # calls back per dataset
-        metrics = distillation_metrics(self, self.get_eval_dataloader(eval_dataset), metric_key_prefix)
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics

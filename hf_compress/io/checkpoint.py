@@ -21,7 +21,6 @@ from ..errors import CheckpointError
 
 __all__ = [
     "COMPRESSION_CONFIG",
-    "AUTO_CLASSES",
     "save_compressed",
     "read_compression_config",
     "load_compressed",
@@ -33,15 +32,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COMPRESSION_CONFIG = "compression_config.json"
-
-# recipe task -> transformers Auto class
-AUTO_CLASSES = {
-    "feature-extraction": "AutoModel",
-    "fill-mask": "AutoModelForMaskedLM",
-    "causal-lm": "AutoModelForCausalLM",
-    "text-classification": "AutoModelForSequenceClassification",
-}
-
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that wrote a checkpoint (recorded in compression_config.json)."""
@@ -58,6 +48,19 @@ def library_versions() -> dict[str, str]:
         "huggingface_hub": huggingface_hub.__version__,
         "python": platform.python_version(),
     }
+
+
+def optional_versions() -> dict[str, str | None]:
+    """Versions of the libraries users run next to ours (None: not installed), read without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("accelerate", "datasets", "evaluate", "peft", "sentence-transformers", "compressed-tensors"):
+        try:
+            out[dist.replace("-", "_")] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_")] = None
+    return out
 
 
 def _check_target(final: Path) -> None:
@@ -77,14 +80,20 @@ def save_compressed(
     tokenizer=None,
     compression_config: dict | None = None,
     extra: Callable[[Path], None] | None = None,
+    verify: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``model`` (``save_pretrained``, safetensors), ``tokenizer`` and ``compression_config.json`` to
-    ``output_dir`` atomically. ``extra(tmp_folder)`` may add files (model card, plots) before the rename.
+    ``output_dir`` atomically. ``extra(tmp_folder)`` may add files (model card, plots) before the rename;
+    ``verify(tmp_folder)`` (e.g. :func:`~hf_compress.io.verify.check_reload`) may refuse the result.
+    Weights holding NaN or infinity are refused before anything is written.
 
     Returns the final folder. On any error the temporary folder is removed and an earlier output is kept.
     """
+    from ..core.checks import check_finite_weights
+
     final = Path(output_dir).absolute()
     _check_target(final)
+    check_finite_weights(model, CheckpointError)
     final.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
     tmp = final.parent / f".{final.name}.tmp-{token}"
@@ -101,6 +110,8 @@ def save_compressed(
         (tmp / COMPRESSION_CONFIG).write_text(
             json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8"
         )
+        if verify is not None:
+            verify(tmp)
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
@@ -131,9 +142,8 @@ def load_compressed(
     """Load a checkpoint folder (ours or any HF folder) with the Auto class of ``task``; the task defaults to
     the one recorded in ``compression_config.json``, else ``feature-extraction``. int8 checkpoints load as
     ``Int8Linear`` modules because importing hf_compress registers their loader."""
-    import transformers
-
     from ..methods.int8.loader import register
+    from ..tasks import auto_class
 
     register()  # the int8 loader, as `import hf_compress` does
 
@@ -148,9 +158,7 @@ def load_compressed(
         )
     if task is None:
         task = ((read_compression_config(path) or {}).get("recipe") or {}).get("task", "feature-extraction")
-    if task not in AUTO_CLASSES:
-        raise CheckpointError(f"task must be one of {', '.join(AUTO_CLASSES)}, got {task!r}")
-    auto = getattr(transformers, AUTO_CLASSES[task])
+    auto = auto_class(task, CheckpointError)
     return auto.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs).eval()
 
 
@@ -189,24 +197,38 @@ def _tensor_stats(folder: Path) -> dict:
     }
 
 
+def _read_config_json(folder: Path) -> dict:
+    file = folder / "config.json"
+    if not file.is_file():
+        raise CheckpointError(
+            f"{str(folder)!r} is not a checkpoint folder (no config.json); give the folder that "
+            f"save_pretrained or hf-compress run wrote"
+        )
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file} is not valid JSON ({exc}); the checkpoint is damaged") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file} must hold a JSON object, got {type(raw).__name__}")
+    return raw
+
+
 def describe(path: str | os.PathLike) -> dict:
     """What ``hf-compress inspect`` prints: architecture, layers, heads, int8 modules, sparsity, size and the
     compression recorded in ``compression_config.json``. Reads files only; no model is built."""
-    from transformers import AutoConfig
+    from types import SimpleNamespace
 
     from .. import arch
 
     folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(
-            f"{str(path)!r} is not a checkpoint folder (no config.json); give the folder that "
-            f"save_pretrained or hf-compress run wrote"
-        )
-    config = AutoConfig.from_pretrained(folder)
+    raw = _read_config_json(folder)
+    # the raw JSON, never AutoConfig: a folder with auto_map could make transformers import (or prompt to
+    # import) its Python. arch reads the family's own keys, which config.json holds as written.
+    config = SimpleNamespace(**raw)
     info: dict = {
         "path": str(folder),
-        "model_type": config.model_type,
-        "architectures": getattr(config, "architectures", None),
+        "model_type": raw.get("model_type"),
+        "architectures": raw.get("architectures"),
     }
     for key, fn in (
         ("layers", arch.num_layers),
@@ -218,10 +240,12 @@ def describe(path: str | os.PathLike) -> dict:
             info[key] = fn(config)
         except Exception:  # noqa: BLE001  an architecture outside the table: leave the field out
             pass
-    raw = json.loads((folder / "config.json").read_text())
     per_layer = {k: v for k, v in raw.items() if "head" in k and isinstance(v, (list, dict))}
     if per_layer:  # e.g. ``pruned_heads`` of a head-pruned checkpoint
         info["head_config"] = per_layer
+    pruned = raw.get("pruned_heads")  # physically pruned BERT/GPT-2: the config keeps the original head count
+    if isinstance(pruned, dict) and pruned and isinstance(info.get("heads"), int) and "layers" in info:
+        info["heads_per_layer"] = [info["heads"] - len(pruned.get(str(i), [])) for i in range(info["layers"])]
     info["auto_map"] = sorted(raw["auto_map"]) if raw.get("auto_map") else None  # remote-code classes
     qc = raw.get("quantization_config") or {}
     info["quantization"] = qc.get("quant_method") and {
@@ -231,7 +255,10 @@ def describe(path: str | os.PathLike) -> dict:
     }
     from ..evaluation import checkpoint_bytes
 
-    info.update(_tensor_stats(folder))
+    try:
+        info.update(_tensor_stats(folder))
+    except Exception as exc:  # noqa: BLE001  a truncated or foreign *.safetensors file
+        raise CheckpointError(f"{folder}: a *.safetensors file cannot be read ({exc}); the checkpoint is damaged") from None
     info["bytes_on_disk"] = checkpoint_bytes(folder)
     cc = read_compression_config(folder)
     info["compression"] = (
@@ -245,7 +272,7 @@ def describe(path: str | os.PathLike) -> dict:
 def format_description(info: dict) -> str:
     """Human-readable lines of :func:`describe`."""
     lines = [f"{info['path']}: {info['model_type']} {info.get('architectures') or ''}"]
-    for key in ("layers", "heads", "kv_heads", "head_dim", "head_config", "auto_map", "quantization"):
+    for key in ("layers", "heads", "heads_per_layer", "kv_heads", "head_dim", "head_config", "auto_map", "quantization"):
         if info.get(key) is not None:
             lines.append(f"  {key}: {info[key]}")
     lines.append(f"  parameters: {info['parameters']:,}   bytes on disk: {info['bytes_on_disk']:,}")

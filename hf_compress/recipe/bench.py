@@ -15,17 +15,16 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str) -> Path:
-    """A checkpoint folder, or the folder of a bundled model asset (``minilm``, ``smollm2``, ``mpnet``)."""
-    from ..assets import ASSETS, get_asset
+    """A checkpoint folder, or the folder of a bundled model asset (:data:`hf_compress.assets.MODEL_ASSETS`)."""
+    from ..assets import MODEL_ASSETS, get_asset
     from ..errors import CheckpointError
 
     if Path(name).is_dir():
         return Path(name)
-    if name in ASSETS and ASSETS[name].kind == "model":
-        return get_asset(name)
+    if name in MODEL_ASSETS:
+        return Path(get_asset(name))
     raise CheckpointError(
-        f"model {name!r} is neither a checkpoint folder nor a bundled model asset "
-        f"({', '.join(n for n, a in ASSETS.items() if a.kind == 'model')})"
+        f"model {name!r} is neither a checkpoint folder nor a bundled model asset ({', '.join(MODEL_ASSETS)})"
     )
 
 
@@ -39,8 +38,9 @@ def _task_of(path: Path, task: str | None) -> str:
         return recorded
     import json
 
-    archs = json.loads((path / "config.json").read_text()).get("architectures") or [""]
-    return "causal-lm" if archs[0].endswith("ForCausalLM") else "feature-extraction"
+    from ..tasks import task_of_architectures
+
+    return task_of_architectures(json.loads((path / "config.json").read_text()).get("architectures"))
 
 
 def bench(
@@ -51,14 +51,19 @@ def bench(
     repeats: int = 7,
     texts_file: str | None = None,
     trust_remote_code: bool = False,
+    compiled: bool = True,
 ) -> list[dict]:
-    """Rows (baseline first when given) with params, bytes on disk, latency, speed-up and quality, on the
-    held-out Wikipedia summaries or the held-out part of ``texts_file`` (.txt/.json/.jsonl)."""
+    """Rows (baseline first when given) with params, bytes, latency, speed-up and quality, on the held-out
+    Wikipedia summaries or the held-out part of ``texts_file`` (.txt/.json/.jsonl). An int8 ``model`` gets a
+    second row, ``<model> (compiled)``, timed beside the eager one: ``from_pretrained`` gives eager kernels,
+    ``compile_int8(model)`` the fast path (``compiled=False`` leaves it out)."""
     from transformers import AutoTokenizer
 
     from ..errors import HfCompressError
-    from ..evaluation import checkpoint_bytes, latency_side_by_side, param_count, tokenize_batches, wiki_texts
+    from ..evaluation import checkpoint_bytes, latency_side_by_side, model_bytes, param_count, tokenize_batches, wiki_texts
     from ..io.checkpoint import load_compressed
+    from ..methods.int8.compile import compile_int8
+    from ..methods.int8.layer import Int8Linear
     from .measure import agreement, clip_length, quality_key
 
     if samples < 1 or repeats < 1:
@@ -68,6 +73,10 @@ def bench(
         paths = {"baseline": resolve_model_path(baseline), **paths}
     task = _task_of(paths["model"], task)
     models = {k: load_compressed(p, task=task, trust_remote_code=trust_remote_code) for k, p in paths.items()}
+    if compiled and any(isinstance(m, Int8Linear) for m in models["model"].modules()):
+        fast = load_compressed(paths["model"], task=task, trust_remote_code=trust_remote_code)
+        compile_int8(fast)
+        models["model (compiled)"], paths["model (compiled)"] = fast, paths["model"]
     tokenizer = AutoTokenizer.from_pretrained(paths["model"])
     if texts_file:
         from .loading import load_texts
@@ -79,13 +88,16 @@ def bench(
     batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=clip_length(models["model"], 128))
     rows = []
     for key, m in models.items():
-        row = {"model": str(paths[key]), "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key])}
+        label = str(paths[key]) + (" (compiled)" if key == "model (compiled)" else "")
+        row = {"model": label, "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key]),
+               "mem_bytes": model_bytes(m)}  # the keys `run --json` uses for the same quantities
         if baseline:
             row[quality_key(task)] = agreement(m, models["baseline"], task, batches)
         rows.append(row)
     lat = latency_side_by_side(models, batches[0], repeats=repeats, warmup=2)
     for row, key in zip(rows, models):
         row["latency_ms"] = 1e3 * lat[key]
-    if baseline:
-        rows[1]["speedup"] = lat["baseline"] / lat["model"]
+    for row, key in zip(rows, models):
+        if baseline and key != "baseline":
+            row["speedup"] = lat["baseline"] / lat[key]
     return rows

@@ -55,7 +55,8 @@ def check_type(value: Any, tp: Any) -> bool:
 
 def build_dataclass(cls: type, data: Any, path: str, nested: dict[str, type] | None = None):
     """``cls(**data)`` after checking keys and types; ``nested`` maps field names to dataclasses built
-    recursively from sub-mappings. ``__post_init__`` errors are re-raised with the key path in front."""
+    recursively from sub-mappings. ``__post_init__`` errors are re-raised with the key path in front (with
+    the field's key when the error names one in its ``key`` attribute)."""
     prefix = f"{path}: " if path else ""
     dot = f"{path}." if path else ""
     if not isinstance(data, dict):
@@ -85,4 +86,5 @@ def build_dataclass(cls: type, data: Any, path: str, nested: dict[str, type] | N
     try:
         return cls(**kwargs)
     except RecipeError as exc:
-        raise RecipeError(f"{prefix}{exc}") from None
+        key = getattr(exc, "key", None)
+        raise RecipeError(f"{dot}{key}: {exc}" if key else f"{prefix}{exc}") from None

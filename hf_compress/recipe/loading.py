@@ -13,14 +13,13 @@ import logging
 from pathlib import Path
 
 from ..errors import RecipeError
-from ..io.checkpoint import AUTO_CLASSES
+from ..tasks import get_task
 from .schema import DataSpec, ModelSpec
 
-__all__ = ["load_model", "load_texts", "char_tokenizer", "EVAL_EVERY"]
+__all__ = ["load_model", "load_texts", "char_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
-EVAL_EVERY = 10  # every 10th text is held out for measuring (the same rule as evaluation.wiki_texts)
 
 
 def char_tokenizer():
@@ -49,9 +48,9 @@ def char_tokenizer():
 
 
 def _resolve(name: str) -> str:
-    from ..assets import ASSETS, get_asset
+    from ..assets import MODEL_ASSETS, get_asset
 
-    if name in ASSETS and ASSETS[name].kind == "model" and not Path(name).exists():
+    if name in MODEL_ASSETS and not Path(name).exists():
         return str(get_asset(name))
     return name
 
@@ -62,7 +61,7 @@ def load_model(spec: ModelSpec, task: str, seed: int = 0):
     import torch
     import transformers
 
-    auto = getattr(transformers, AUTO_CLASSES[task])
+    auto = getattr(transformers, get_task(task, RecipeError).auto_class)
     dtype = getattr(torch, spec.dtype)
     if spec.config is not None:
         cfg = dict(spec.config)
@@ -72,7 +71,7 @@ def load_model(spec: ModelSpec, task: str, seed: int = 0):
         source = None
     else:
         source = _resolve(spec.name_or_path)
-        logger.info("loading %s (%s) from %s", spec.name_or_path, AUTO_CLASSES[task], source)
+        logger.info("loading %s (%s) from %s", spec.name_or_path, auto.__name__, source)
         model = auto.from_pretrained(
             source, dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision
         )
@@ -116,29 +115,22 @@ def _rows_texts(rows: list, source: str, text_field: str | None) -> list[str]:
 
 
 def load_texts(data: DataSpec) -> tuple[list[str], list[str]]:
-    """``(train_texts, heldout_texts)``: disjoint; ``max_samples`` caps the training texts."""
-    from ..evaluation import wiki_texts
+    """``(train_texts, heldout_texts)``, disjoint: a bundled data set's own split
+    (:func:`hf_compress.assets.asset_texts`), else every 10th text held out
+    (:func:`hf_compress.assets.heldout_split`); ``max_samples`` caps the training texts."""
+    from ..assets import DATA_ASSETS, asset_texts, heldout_split
 
-    if data.name == "wiki-summaries":
-        train, heldout = wiki_texts("calibration"), wiki_texts("heldout")
-    elif data.name == "snli":
-        from ..assets import load_snli
-
-        def texts(split):
-            return [f"{r['premise']} {r['hypothesis']}" for r in load_snli(split)]
-
-        train, heldout = texts("train"), texts("test")
-    elif not Path(data.name).is_file():  # a Hub data set id (users with the network)
-        import datasets
-
-        split = "test" if data.split in ("test", "heldout") else "train"
-        rows = _rows_texts(list(datasets.load_dataset(data.name, split=split)), data.name, data.text_field)
-        train = [t for i, t in enumerate(rows) if i % EVAL_EVERY != 0]
-        heldout = [t for i, t in enumerate(rows) if i % EVAL_EVERY == 0]
+    if data.name in DATA_ASSETS:
+        train, heldout = asset_texts(data.name, "calibration"), asset_texts(data.name, "heldout")
     else:
-        rows = _file_texts(Path(data.name), data.text_field)
-        train = [t for i, t in enumerate(rows) if i % EVAL_EVERY != 0]
-        heldout = [t for i, t in enumerate(rows) if i % EVAL_EVERY == 0]
+        if not Path(data.name).is_file():  # a Hub data set id (users with the network)
+            import datasets
+
+            split = "test" if data.split in ("test", "heldout") else "train"
+            rows = _rows_texts(list(datasets.load_dataset(data.name, split=split)), data.name, data.text_field)
+        else:
+            rows = _file_texts(Path(data.name), data.text_field)
+        train, heldout = heldout_split(rows, "calibration"), heldout_split(rows, "heldout")
     if data.split in ("test", "heldout"):
         train = heldout
     if data.max_samples is not None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .probes import outside_probes, topic_probe
+from .schema import EMBEDDING_METRICS
+
 __all__ = ["EvalData", "quality_key", "agreement", "measure", "topic_probe", "clip_length"]
 
 logger = logging.getLogger(__name__)
@@ -50,33 +53,6 @@ def agreement(model, base, task: str, batches: list[dict]) -> float:
 
 
 @torch.inference_mode()
-def topic_probe(model, tokenizer, n_train: int = 480, n_test: int = 240, max_length: int = 128) -> float:
-    """Accuracy of nearest-centroid topic classification of held-out Wikipedia summaries from the model's
-    mean-pooled embeddings; centroids come from calibration summaries (the split of ``wiki_texts``)."""
-    from ..assets import load_wiki_summaries
-    from ..evaluation import accuracy, mean_pooled, tokenize_batches
-
-    rows = [r for r in load_wiki_summaries() if r.get("extract")]
-    train = [r for i, r in enumerate(rows) if i % 10 != 0][::7][:n_train]
-    test = [r for i, r in enumerate(rows) if i % 10 == 0][:n_test]
-    topics = sorted({r["topic"] for r in train})
-
-    def embed(items):
-        batches = tokenize_batches(
-            tokenizer, [r["extract"] for r in items], batch_size=16, max_length=max_length
-        )
-        bar = tqdm(batches, desc="topic probe", leave=False)
-        return torch.cat([mean_pooled(model, b) for b in bar])  # (N, H)
-
-    emb, labels = embed(train), torch.tensor([topics.index(r["topic"]) for r in train])
-    centroids = torch.stack([emb[labels == k].mean(0) for k in range(len(topics))])  # (K, H)
-    centroids = torch.nn.functional.normalize(centroids, dim=-1)
-    pred = (embed(test) @ centroids.T).argmax(-1)
-    truth = [topics.index(r["topic"]) if r["topic"] in topics else -1 for r in test]
-    return accuracy(pred, torch.tensor(truth))
-
-
-@torch.inference_mode()
 def measure(
     name: str, model, base, task: str, metrics: list[str], data: EvalData | None, repeats: int = 3
 ) -> dict:
@@ -98,5 +74,7 @@ def measure(
         row["perplexity"] = perplexity(model, data.tokenizer, data.texts, max_length=data.max_length)
     if "topic_probe" in metrics:
         row["topic_probe"] = topic_probe(model, data.tokenizer, max_length=data.max_length)
+    if any(m in EMBEDDING_METRICS for m in metrics):
+        row.update(outside_probes(model, data.tokenizer, metrics, max_length=data.max_length))
     logger.info("measured %s: %s", name, {k: v for k, v in row.items() if k != "model"})
     return row

@@ -1,7 +1,7 @@
 """Run a recipe: load -> stages in order (measured after each) -> save atomically with card and report ->
 optional push to the Hub.
 
-    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
+    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.2.distill.max_steps=10"])
     >>> print(result.table)
 """
 
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import Recipe, load_recipe
+from .schema import EMBEDDING_METRICS, Recipe, apply_overrides, load_recipe, parse_recipe
 
 __all__ = ["RunResult", "run_recipe"]
 
@@ -27,7 +27,12 @@ METRICS_HELP = (
     "(compare the ratio, not the milliseconds); *embedding cosine* is the mean cosine between base and "
     "compressed mean-pooled, L2-normalised sentence embeddings of held-out texts; *agreement* is the "
     "fraction of held-out tokens/examples where the argmax matches the base model; *topic probe* is "
-    "nearest-centroid accuracy on Wikipedia topics from the embeddings (centroids from training texts)."
+    "nearest-centroid accuracy on Wikipedia topics from the embeddings (centroids from training texts); "
+    "outside data no recipe trains on: *SNLI linear probe* is a logistic regression on [u, v, |u-v|, u*v] of "
+    "frozen premise / hypothesis embeddings (1,500 training pairs, 1,000 test pairs), *SNLI ranking MRR* the "
+    "mean reciprocal rank of each test premise's entailed hypothesis among all of them by cosine, and "
+    "*Python-docs section probe* nearest-centroid accuracy of the documentation section (7 classes) of "
+    "paragraphs from held-out files."
 )
 
 
@@ -40,6 +45,7 @@ class RunResult:
     seconds: float = 0.0  # wall clock
     cpu_seconds: float = 0.0  # CPU time of this process (all threads): a load-independent cost
     model: object = None  # the compressed model, in memory (as saved)
+    measured: list[dict] = field(default_factory=list)  # base vs compressed: the card's table (disk_bytes too)
 
 
 def _eval_data(recipe: Recipe, model, tokenizer, heldout: list[str] | None):
@@ -47,7 +53,8 @@ def _eval_data(recipe: Recipe, model, tokenizer, heldout: list[str] | None):
     from .measure import EvalData, clip_length
 
     if heldout is None:
-        heldout = wiki_texts("heldout", recipe.eval_samples) if "topic_probe" in recipe.evaluate else None
+        probes = {"topic_probe", *EMBEDDING_METRICS} & set(recipe.evaluate)
+        heldout = wiki_texts("heldout", recipe.eval_samples) if probes else None
     if not heldout:
         return None
     texts = heldout[: recipe.eval_samples]
@@ -79,14 +86,21 @@ def run_recipe(
     push_to_hub: str | None = None,
     token: str | None = None,
     hub_api=None,
+    extra=None,
 ) -> RunResult:
-    """Run ``recipe`` (a :class:`Recipe` or a YAML path) and return the measured :class:`RunResult`."""
+    """Run ``recipe`` (a :class:`Recipe` or a YAML path), with ``overrides`` (``"stages.1.distill.max_steps=10"``)
+    applied to either, and return the measured :class:`RunResult`. ``extra(folder, final_rows)`` may add to the
+    output folder (and its card) before it is renamed into place."""
     import torch
 
     from ..evaluation import checkpoint_bytes
+    from ..arch import hidden_size
+    from ..assets import hub_id
     from ..io.checkpoint import save_compressed
+    from ..io.st_wrapper import copy_sentence_transformers_files, is_sentence_transformers_folder
     from ..io.model_card import build_model_card, format_results_table
     from ..io.report import plot_report
+    from ..io.verify import check_reload
     from .loading import load_model, load_texts
     from .measure import clip_length, measure, quality_key
     from .stages import StageContext, run_stage
@@ -94,6 +108,8 @@ def run_recipe(
     start, cpu_start = time.perf_counter(), time.process_time()
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
+    elif overrides:  # the same `--set` rules as for a file, on the object's plain data, validated again
+        recipe = parse_recipe(apply_overrides(recipe.to_dict(), overrides))
     recipe = copy.deepcopy(recipe)
     if output_dir is not None:
         recipe.output_dir = str(output_dir)
@@ -129,6 +145,8 @@ def run_recipe(
 
     def write_extras(folder: Path) -> None:
         final[1]["disk_bytes"] = checkpoint_bytes(folder)
+        if is_sentence_transformers_folder(source):  # before the card: it reads which library loads the folder
+            copy_sentence_transformers_files(source, folder, hidden_size=hidden_size(ctx.model))
         table = format_results_table([{k: v for k, v in r.items() if k != "mem_bytes"} for r in final])
         final_table[0] = table
         timing = ", ".join(f"{r['stage']} {r['seconds']} s ({r['cpu_seconds']} CPU-s)" for r in ctx.records)
@@ -160,10 +178,12 @@ def run_recipe(
             quality_key=qkey if any(qkey in r for r in rows) else None,
             title=f"{base_name or recipe.model.config.get('model_type')}: base and after each stage",
         )
+        if extra is not None:
+            extra(folder, final)
 
     final_table = [""]
     compression_config = {
-        "base_model": base_name,
+        "base_model": hub_id(base_name) if base_name else None,  # the card's id (a bundled asset's Hub id)
         "task": recipe.task,
         "stages": ctx.records,
         "recipe": recipe.to_dict(),
@@ -176,6 +196,7 @@ def run_recipe(
         tokenizer=tokenizer,
         compression_config=compression_config,
         extra=write_extras,
+        verify=lambda folder: check_reload(ctx.model, folder, recipe.task),
     )
     if recipe.push_to_hub:
         from ..io.hub import push_to_hub as push
@@ -189,4 +210,5 @@ def run_recipe(
         seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu_start,
         model=ctx.model,
+        measured=final,
     )

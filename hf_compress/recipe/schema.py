@@ -1,6 +1,6 @@
 """Strict recipe schema: YAML -> dataclasses, checked before any model is loaded.
 
-    >>> recipe = load_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
+    >>> recipe = load_recipe("recipes/minilm-demo.yaml", overrides=["stages.2.distill.max_steps=10"])
 
 Unknown keys fail naming their path (``stages[1].distill.max_step``) and the closest valid key; wrong types
 and impossible stage orders fail the same way. Every failure is a :class:`~hf_compress.errors.RecipeError`.
@@ -18,8 +18,11 @@ from typing import Any
 
 import yaml
 
+from ..assets import DATA_ASSETS, MODEL_ASSETS
 from ..errors import HfCompressError, RecipeError
+from ..tasks import RECIPE_TASKS as TASKS
 from .build import build_dataclass
+from .plain import check_plain_data
 from ..core.registry import methods
 
 __all__ = [
@@ -34,10 +37,9 @@ __all__ = [
     "METRICS",
 ]
 
-TASKS = ("feature-extraction", "fill-mask", "causal-lm", "text-classification")
-METRICS = ("size", "latency", "teacher_agreement", "perplexity", "topic_probe")
-MODEL_ASSETS = ("minilm", "smollm2", "mpnet")
-DATA_ASSETS = ("wiki-summaries", "snli")
+METRICS = ("size", "latency", "teacher_agreement", "perplexity", "topic_probe", "snli_probe", "snli_ranking",
+           "docs_probe")
+EMBEDDING_METRICS = ("snli_probe", "snli_ranking", "docs_probe")  # probes of sentence embeddings
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -184,6 +186,10 @@ def _check_order(recipe: Recipe) -> None:
                 raise RecipeError(f"{path}.{problem}")
     if "perplexity" in recipe.evaluate and recipe.task != "causal-lm":
         raise RecipeError(f"evaluate: `perplexity` needs task causal-lm, got task {recipe.task!r}")
+    for metric in EMBEDDING_METRICS:
+        if metric in recipe.evaluate and recipe.task != "feature-extraction":
+            raise RecipeError(f"evaluate: `{metric}` probes sentence embeddings and needs task feature-extraction, "
+                              f"got task {recipe.task!r}")
 
 
 def parse_recipe(raw: Any, base_dir: str | os.PathLike | None = None) -> Recipe:
@@ -191,6 +197,7 @@ def parse_recipe(raw: Any, base_dir: str | os.PathLike | None = None) -> Recipe:
     against ``base_dir`` when the file exists there."""
     if not isinstance(raw, dict):
         raise RecipeError(f"a recipe must be a mapping at the top level, got {type(raw).__name__}")
+    check_plain_data(raw)  # before anything copies or walks it: size, depth, finite numbers
     raw = copy.deepcopy(raw)
     for key in ("model", "output_dir"):
         if key not in raw:

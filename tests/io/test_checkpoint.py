@@ -4,6 +4,8 @@ our own output."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,13 +51,26 @@ def test_crash_mid_save_leaves_nothing_that_looks_complete(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone too
 
 
-def test_crash_while_replacing_keeps_the_previous_output_intact(tmp_path):
+def test_crash_while_replacing_keeps_the_previous_output_intact(tmp_path, monkeypatch):
     target = tmp_path / "m"
     save_compressed(tiny_model("bert", seed=1), target, compression_config={"run": 1})
     before = {p.name: p.read_bytes() for p in target.iterdir()}
+    real_replace, renames = os.replace, []
+
+    def replace(src, dst):  # the power goes out between moving the old output aside and moving the new in
+        renames.append((Path(src).name, Path(dst).name))
+        if Path(dst) == target and Path(src).name.startswith(".m.tmp-"):
+            raise Boom("power cut between the two renames")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(Boom):
-        save_compressed(tiny_model("bert", seed=2), target, compression_config={"run": 2}, extra=_explode)
+        save_compressed(tiny_model("bert", seed=2), target, compression_config={"run": 2})
+    moved_aside = [i for i, (src, dst) in enumerate(renames) if src == "m" and dst.startswith(".m.old-")]
+    assert moved_aside and renames[moved_aside[0] + 1][0].startswith(".m.tmp-")  # it crashed mid-replace
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary or set-aside folder left
+    monkeypatch.undo()
     save_compressed(
         tiny_model("bert", seed=2), target, compression_config={"run": 2}
     )  # a finished rerun replaces it

@@ -19,6 +19,9 @@ class FakeApi:
         self.calls.append(("create_repo", repo_id, kwargs))
         return f"https://huggingface.co/{repo_id}"
 
+    def list_repo_files(self, repo_id, **kwargs):
+        return list(getattr(self, "repo_files", []))
+
     def create_commit(self, repo_id, operations, **kwargs):
         ops = {op.path_in_repo: open(op.path_or_fileobj, "rb").read() for op in operations}
         self.calls.append(("create_commit", repo_id, ops, kwargs))

@@ -188,3 +188,15 @@ def _make_remote_code(model: nn.Module, stock_name: str) -> None:
     own_auto = next(a for a, n in auto.items() if n == stock_name)
     cls.register_for_auto_class(own_auto)
     model.__class__ = cls
+    _register_output_capture(model)
+
+
+def _register_output_capture(model: nn.Module) -> None:
+    """transformers 5 records ``output_hidden_states`` / ``output_attentions`` by hooks it looks up under the
+    model's class name, registered when a model is built; a class swapped in afterwards must be registered
+    too, or the model silently returns ``hidden_states=None``."""
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # older transformers: outputs were not recorded by class
+        return
+    _CAN_RECORD_REGISTRY[model] = model._can_record_outputs

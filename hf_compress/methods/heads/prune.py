@@ -194,6 +194,19 @@ def select_heads(
     return plan
 
 
+def _check_float_projections(model: nn.Module) -> None:
+    """Head surgery slices float ``nn.Linear`` / ``Conv1D`` weights; refuse anything else (int8 modules)."""
+    spec = arch.get_arch(model)
+    for i, layer in enumerate(arch.get_layers(model)):
+        for path in spec.attention_paths:
+            module = arch.get_submodule(layer, path)
+            weight = getattr(module, "weight", None)
+            kind = type(module).__name__
+            if kind not in ("Linear", "Conv1D") or not torch.is_tensor(weight) or not weight.is_floating_point():
+                raise SurgeryError(f"prune_heads needs float attention projections, got layer {i}'s {path} as "
+                                   f"{kind} (an int8-quantized model?); prune heads before quantize_int8")
+
+
 def prune_heads(model: nn.Module, plan: dict[int, list[int]], export: str = "physical") -> nn.Module:
     """Remove the planned heads in place and return the model.
 
@@ -207,6 +220,7 @@ def prune_heads(model: nn.Module, plan: dict[int, list[int]], export: str = "phy
     if export not in EXPORTS:
         raise SurgeryError(f"export must be one of {EXPORTS}, got {export!r}")
     spec = arch.get_arch(model)
+    _check_float_projections(model)  # before anything changes
     plan = check_plan(plan, layer_head_counts(model))
     if not plan:
         return model

@@ -100,10 +100,17 @@ def check_plan(plan, head_counts: list[int]) -> dict[int, list[int]]:
         raise SurgeryError(f"plan must be a dict {{layer: [head indices]}}, got {type(plan).__name__}")
     clean = {}
     for layer, heads in plan.items():
-        if not isinstance(layer, int) or not 0 <= layer < len(head_counts):
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(head_counts):
             raise SurgeryError(f"plan layer {layer!r} must be an int in [0, {len(head_counts)}); "
                                f"fix the plan keys")
-        heads = sorted({int(h) for h in heads})
+        if not isinstance(heads, (list, tuple)):
+            raise SurgeryError(f"plan[{layer}] must be a list of head indices, got {heads!r}")
+        odd = [h for h in heads if isinstance(h, bool) or not isinstance(h, int)]
+        if odd:
+            raise SurgeryError(f"plan[{layer}] must hold ints, got {odd[0]!r} in {list(heads)!r}")
+        if len(set(heads)) != len(heads):
+            raise SurgeryError(f"plan[{layer}] repeats head(s) in {list(heads)!r}; list each head once")
+        heads = sorted(heads)
         bad = [h for h in heads if not 0 <= h < head_counts[layer]]
         if bad:
             raise SurgeryError(f"plan heads {bad} of layer {layer} must be in [0, {head_counts[layer]})")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import torch
-
 from .config import PruneHeadsConfig
 
 __all__ = ["prune_heads_stage", "embedding_alignment_loss"]
 
 
-def embedding_alignment_loss(teacher: torch.nn.Module):
+def embedding_alignment_loss(teacher):
     """``loss_fn(model, batch)`` for head importance of a model without a head: minus the dot product of the
     model's and the (frozen) teacher's mean-pooled last hidden states. Its gradient on a head gate measures
     how much that head moves the sentence embedding along the teacher's; unlike a distance it is not
     zero-gradient when the model still equals the teacher."""
+    import torch
 
     def pooled(model, batch):
         hidden = model(**batch).last_hidden_state  # (B, T, H)
@@ -29,6 +28,8 @@ def embedding_alignment_loss(teacher: torch.nn.Module):
 
 
 def prune_heads_stage(ctx, cfg: PruneHeadsConfig):
+    import torch
+
     from ...arch import num_heads, num_kv_heads, num_layers
     from .prune import prune_heads, prune_heads_by_importance, select_heads
 

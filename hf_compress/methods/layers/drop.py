@@ -82,6 +82,16 @@ def _per_layer_lists(config, spec, n: int) -> dict[str, list]:
     return found
 
 
+#: config dicts keyed by layer index (``pruned_heads``: the per-layer head counts of a head-pruned model)
+_LAYER_KEYED = ("pruned_heads",)
+
+
+def _renumber(by_layer: dict, keep: list[int]) -> dict:
+    """``{layer: value}`` (int or str keys) for the kept layers, keys renumbered to their new positions."""
+    old = {int(k): v for k, v in by_layer.items()}
+    return {str(new): old[i] for new, i in enumerate(keep) if i in old}
+
+
 def _new_threshold(config, key: str, old_types, new_types, keep: list[int], n: int) -> int | None:
     """A layer-count threshold for the kept layers, e.g. Qwen2/Qwen3 ``max_window_layers`` (the first ``m``
     layers use full attention, the rest sliding). ``None`` when the config has no such field. Refuses a
@@ -156,6 +166,7 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
 
     # ---- plan: compute every new value before changing anything ----
     lists = {k: type(v)(v[i] for i in keep) for k, v in _per_layer_lists(config, spec, n).items()}
+    keyed = {k: _renumber(getattr(config, k), keep) for k in _LAYER_KEYED if getattr(config, k, None)}
     thresholds = {
         k: _new_threshold(config, k, getattr(config, "layer_types", None), lists.get("layer_types"), keep, n)
         for k in spec.layer_threshold_keys
@@ -179,7 +190,7 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
                 module.layer_idx = new
     set_layers(model, nn.ModuleList([layers[i] for i in keep]))
     setattr(config, spec.num_layers_key, len(keep))
-    for key, value in lists.items():
+    for key, value in {**lists, **keyed}.items():
         setattr(config, key, value)
     for key, value in thresholds.items():
         if value is not None:

@@ -39,8 +39,9 @@ __all__ = ["SparsityConfig", "sparsify", "sparsity_report", "SparsityReport", "m
 
 logger = logging.getLogger(__name__)
 
+# the keyword settings of sparsify() and their defaults: any other value beside `config` is refused
 _DEFAULTS = {"sparsity": None, "method": "magnitude", "pattern": "unstructured", "scope": "per_row",
-             "sequential": None}
+             "ignore": ("lm_head",), "sequential": None}
 
 
 def find_targets(model: nn.Module, ignore=()) -> list[dict[str, nn.Module]]:
@@ -131,10 +132,12 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
 
     Returns the same model, whose ``config.sparsity_config`` records the pattern and measured sparsity.
     """
-    given = {k: v for k, v in dict(sparsity=sparsity, method=method, pattern=pattern, scope=scope,
-                                   sequential=sequential).items() if v != _DEFAULTS[k]}
+    settings = dict(sparsity=sparsity, method=method, pattern=pattern, scope=scope, ignore=tuple(ignore or ()),
+                    sequential=sequential)
+    given = sorted(k for k, v in settings.items() if v != _DEFAULTS[k])
     if config is not None and given:
-        raise SurgeryError(f"pass either `config` or keyword settings, got both (keywords {sorted(given)})")
+        raise SurgeryError(f"pass either `config` or keyword settings, got both (keywords {given}); put them in "
+                           f"the config: dataclasses.replace(config, {given[0]}=...)")
     if config is None:
         config = SparsityConfig(sparsity=sparsity, method=method, pattern=pattern, scope=scope,
                                 ignore=list(ignore or []), sequential=sequential)

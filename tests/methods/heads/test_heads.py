@@ -119,3 +119,4 @@ def test_config_validates():
         HeadPruningConfig(fraction=1.5)
     with pytest.raises(SurgeryError, match="`export` must be"):
         HeadPruningConfig(export="zip")
+

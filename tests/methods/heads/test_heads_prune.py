@@ -211,3 +211,11 @@ def test_prune_by_importance_removes_the_lowest_scoring_kv_group():
     assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (2, 1)
     batch = tiny_batch()
     torch.testing.assert_close(_logits(model, batch), _logits(reference, batch), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["base", "masked-lm"])
+def test_head_pruned_bert_still_returns_hidden_states(task):
+    ids = torch.randint(5, 100, (2, 6), generator=torch.Generator().manual_seed(1))
+    model = prune_heads(tiny_model("bert", task), {1: [2]})
+    out = model(input_ids=ids, output_hidden_states=True)
+    assert out.hidden_states is not None and len(out.hidden_states) == model.config.num_hidden_layers + 1

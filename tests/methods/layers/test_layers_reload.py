@@ -1,14 +1,9 @@
 """drop_layers for every family: the saved model reloads with stock transformers (a fresh process that never
 imports hf_compress) and computes what the original computes with the dropped layers replaced by identity."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
+from fresh_reload import reload_fresh, save_case
 from tiny_models import ALL_MODEL_TYPES, ENCODER_TYPES, tiny_batch, tiny_model
 
 from hf_compress import arch, drop_layers
@@ -49,42 +44,6 @@ def identity_reference(model, drop, batch):
             h.remove()
 
 
-RELOAD = textwrap.dedent("""
-    import json, os, sys
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-    root = sys.argv[1]
-    batch = torch.load(os.path.join(root, "batch.pt"), weights_only=True)
-    results = {}
-    for name in sorted(os.listdir(root)):
-        folder = os.path.join(root, name)
-        if not os.path.isdir(folder):
-            continue
-        expected = torch.load(os.path.join(folder, "expected.pt"), weights_only=True)
-        causal = expected["causal"]
-        auto = AutoModelForCausalLM if causal else AutoModelForMaskedLM
-        model = auto.from_pretrained(folder).eval()
-        out = {"layers": model.config.num_hidden_layers}
-        with torch.no_grad():
-            kw = {"use_cache": False} if causal else {}
-            logits = model(**batch, **kw).logits
-            out["logits_diff"] = (logits - expected["logits"]).abs().max().item()
-            if causal:
-                prompt = batch["input_ids"][:1, :5]
-                gen = {}
-                for cache in (True, False):
-                    g = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
-                                       do_sample=False, use_cache=cache, return_dict_in_generate=True,
-                                       output_scores=True, pad_token_id=0)
-                    gen[cache] = (g.sequences, torch.stack(g.scores))
-                out["same_tokens"] = bool(torch.equal(gen[True][0], gen[False][0]))
-                out["scores_diff"] = (gen[True][1] - gen[False][1]).abs().max().item()
-        results[name] = out
-    results["_imported_hf_compress"] = any(m.startswith("hf_compress") for m in sys.modules)
-    print(json.dumps(results))
-""")
-
-
 def test_dropped_models_reload_with_stock_transformers(tmp_path):
     batch = tiny_batch()
     torch.save(batch, tmp_path / "batch.pt")
@@ -101,27 +60,13 @@ def test_dropped_models_reload_with_stock_transformers(tmp_path):
         for new, layer in enumerate(arch.get_layers(model)):
             idx = [m.layer_idx for m in layer.modules() if isinstance(getattr(m, "layer_idx", None), int)]
             assert set(idx) <= {new} and (idx or model_type == "distilbert"), (name, idx)
-        model.save_pretrained(tmp_path / name)
-        torch.save({"logits": reference, "causal": causal}, tmp_path / name / "expected.pt")
+        save_case(tmp_path / name, model, batch)
         expected_layers[name] = 4 - len(drop)
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-c", RELOAD, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert results.pop("_imported_hf_compress") is False
+    results = reload_fresh(tmp_path)
     assert sorted(results) == sorted(CASES)
     for name, out in results.items():
-        assert out["layers"] == expected_layers[name], name
+        assert out["config"][arch.ARCHITECTURES[CASES[name][0]].num_layers_key] == expected_layers[name], name
         assert out["logits_diff"] <= 1e-5, (name, out)
         if CASES[name][0] not in ENCODER_TYPES:
             assert out["same_tokens"], (name, out)

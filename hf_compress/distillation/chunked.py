@@ -1,0 +1,148 @@
+"""Logit losses of a causal LM in row chunks, LM head included: the full (N, V) student logits never exist.
+
+:class:`ChunkedHeadLoss` takes the student's final hidden states of the N rows that count, the LM head's weight
+(and bias) and a function that turns one chunk of fp32 logits into the per-term loss sums (the KD term against
+the teacher's rows of that chunk, the task cross-entropy). Per chunk it projects the rows to logits, computes the
+terms and their gradient with respect to the chunk's hidden states and the head weight, and drops the logits
+before the next chunk. The gradient of the weighted sum is therefore computed during the forward pass (as fused
+linear-cross-entropy kernels do) and only scaled in backward: peak memory holds one chunk of logits instead of
+all of them, and no extra head matmul is spent on recomputation.
+
+Because the gradient is taken in the forward pass, the term weights (``alpha / window count``) must be known
+then: the function returns the weighted loss (differentiable) and the raw term sums (for logging, not
+differentiable).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ChunkedHeadLoss", "chunked_causal_terms", "chunked_head_loss", "head_logits", "lm_head_of"]
+
+
+def head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                softcap: float | None) -> torch.Tensor:
+    """The LM head on ``hidden`` (n, d) -> fp32 (n, V), with the model's final logit soft-capping if any."""
+    logits = F.linear(hidden, weight, bias).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+class ChunkedHeadLoss(torch.autograd.Function):
+    """``apply(hidden (N, d), weight (V, d), bias (V,) | None, coeffs (n_terms,), chunk_rows, softcap, row_terms)``
+    -> (``sum_j coeffs_j * term_j`` differentiable, ``term sums (n_terms,)``).
+
+    ``row_terms(logits (n, V) fp32, lo, hi)`` returns the ``(n_terms,)`` loss sums of rows ``lo:hi``.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, coeffs, chunk_rows: int, softcap, row_terms):
+        want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        want_b = bias is not None and ctx.needs_input_grad[2]
+        grad_h = torch.zeros_like(hidden) if want_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if want_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if want_b else None
+        sums = torch.zeros(coeffs.numel(), dtype=torch.float32, device=hidden.device)
+        c = coeffs.detach().to(device=hidden.device, dtype=torch.float32)
+        for lo in range(0, hidden.shape[0], chunk_rows):
+            hi = min(lo + chunk_rows, hidden.shape[0])
+            with torch.enable_grad():
+                h = hidden[lo:hi].detach().requires_grad_(want_h)
+                w = weight.detach().requires_grad_(want_w)
+                b = None if bias is None else bias.detach().requires_grad_(want_b)
+                terms = row_terms(head_logits(h, w, b, softcap), lo, hi)  # (n_terms,)
+                inputs = [t for t, need in ((h, want_h), (w, want_w), (b, want_b)) if need]
+                if inputs and terms.requires_grad:
+                    grads = list(torch.autograd.grad((terms * c).sum(), inputs))
+                    if want_h:
+                        grad_h[lo:hi] = grads.pop(0)
+                    if want_w:
+                        grad_w += grads.pop(0)
+                    if want_b:
+                        grad_b += grads.pop(0)
+            sums += terms.detach().float()
+        ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
+        ctx.wants = (want_h, want_w, want_b)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        ctx.mark_non_differentiable(sums)
+        return (sums * c).sum(), sums
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_sums):
+        saved = list(ctx.saved_tensors)
+        out = []
+        for want, dtype in zip(ctx.wants, (None, *ctx.dtypes)):
+            g = saved.pop(0) * grad_loss if want else None
+            out.append(g if g is None or dtype is None else g.to(dtype))
+        return (*out, None, None, None, None)
+
+
+def chunked_head_loss(hidden, weight, bias, coeffs, chunk_rows: int, softcap, row_terms):
+    """:class:`ChunkedHeadLoss` when a gradient is wanted, else the same loop without gradients."""
+    needs = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    if needs:
+        return ChunkedHeadLoss.apply(hidden, weight, bias, coeffs, chunk_rows, softcap, row_terms)
+    sums = torch.zeros(coeffs.numel(), device=hidden.device)
+    with torch.no_grad():
+        for lo in range(0, hidden.shape[0], chunk_rows):
+            hi = min(lo + chunk_rows, hidden.shape[0])
+            sums += row_terms(head_logits(hidden[lo:hi], weight, bias, softcap), lo, hi).float()
+    return (sums * coeffs.to(sums)).sum(), sums
+
+
+def lm_head_of(model):
+    """(weight, bias, final logit soft-cap) of a causal LM's output projection."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        from ..errors import HfCompressError
+
+        raise HfCompressError(f"`logit_chunk_size` needs an nn.Linear LM head; {type(model).__name__} has "
+                              f"{type(head).__name__}: set logit_chunk_size=0")
+    return head.weight, head.bias, getattr(model.config, "final_logit_softcapping", None)
+
+
+def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, coeffs, chunk_rows: int):
+    """KD and task sums of a causal LM batch, chunked over the rows that count.
+
+    ``s_hidden`` (B, T, d): the student's final hidden states; ``head``: :func:`lm_head_of` of the student;
+    ``teacher``: a TeacherOutput (dense logits, top-k, or ``final_hidden`` + ``head``); ``logit_mask`` (B, T-1);
+    ``labels`` (B, T) or None; ``coeffs`` (2,): weights of the KD and task sums. Returns (weighted loss,
+    KD sum, task sum).
+    """
+    from .losses import token_cross_entropy, topk_buckets
+
+    task_mask = labels[:, 1:].ne(-100) if labels is not None else torch.zeros_like(logit_mask)
+    rows = logit_mask | (task_mask if float(coeffs[1]) != 0 else torch.zeros_like(task_mask))  # (B, T-1)
+    pick = lambda x: x[:, :-1][rows]  # noqa: E731  (B, T, ...) -> (N, ...)
+    h, kd_mask = pick(s_hidden), logit_mask[rows]  # (N, d), (N,)
+    targets = labels[:, 1:][rows].clamp(min=0) if labels is not None else None
+    t_task = task_mask[rows]
+    if teacher.topk_ids is not None:
+        t_rows = (pick(teacher.topk_ids), pick(teacher.topk_logits), pick(teacher.tail_logsumexp))
+    elif teacher.final_hidden is not None:
+        t_rows = (pick(teacher.final_hidden),)
+    else:
+        t_rows = (pick(teacher.logits),)
+
+    def row_terms(logits, lo, hi):
+        zero = logits.new_zeros(())
+        kd = zero
+        if float(coeffs[0]) != 0 and bool(kd_mask[lo:hi].any()):
+            if teacher.topk_ids is not None:
+                s_b, t_b = topk_buckets(logits, *(t[lo:hi] for t in t_rows))
+            elif teacher.final_hidden is not None:
+                with torch.no_grad():
+                    t_b = head_logits(t_rows[0][lo:hi], *teacher.head)
+                s_b = logits
+            else:
+                s_b, t_b = logits, t_rows[0][lo:hi]
+            kd = loss_fn(s_b, t_b, mask=kd_mask[lo:hi], reduction="sum")
+        task = zero
+        if targets is not None and float(coeffs[1]) != 0:
+            task = token_cross_entropy(logits, targets[lo:hi], mask=t_task[lo:hi], reduction="sum")
+        return torch.stack([kd, task])
+
+    loss, sums = chunked_head_loss(h, head[0], head[1], coeffs, chunk_rows, head[2], row_terms)
+    return loss, sums[0], sums[1]

@@ -1,0 +1,69 @@
+"""Which items of a batch count in each loss term, and how many there are in one accumulation window.
+
+Shared by the trainer (loss denominators), the metrics (eval sums) and the teacher cache (which positions a
+cached row must cover). Valid logit positions:
+
+- causal LMs shift like the model's own loss (position ``i`` predicts token ``i + 1``) and keep
+  ``attention_mask[:, 1:] & labels[:, 1:] != -100``;
+- other token heads keep ``attention_mask & labels != -100`` (labels only when present);
+- sequence classifiers count examples.
+
+Hidden-state positions are the attended tokens. The task term counts the model's own label items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["WindowCounts", "attention_mask_of", "item_masks", "window_totals"]
+
+
+@dataclass
+class WindowCounts:
+    """Valid items of one accumulation window: the denominators of the three loss terms."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+    task: torch.Tensor
+    world_factor: float = 1.0  # the loss is multiplied by this (DDP averages gradients over processes)
+
+
+def attention_mask_of(inputs: dict) -> torch.Tensor:
+    """The batch's attention mask as bool ``(B, T)`` (all ones when the batch has none)."""
+    ids = inputs.get("input_ids")
+    ref = ids if ids is not None else inputs["inputs_embeds"][..., 0]
+    attn = inputs.get("attention_mask")
+    return torch.ones_like(ref, dtype=torch.bool) if attn is None else attn.bool()
+
+
+def item_masks(inputs: dict, task: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(logit mask, hidden mask ``(B, T)``, task item count) of one micro-batch.
+
+    The logit mask is ``(B,)`` for sequence classifiers, ``(B, T-1)`` for causal LMs, ``(B, T)`` otherwise.
+    """
+    attn = attention_mask_of(inputs)  # (B, T)
+    labels = inputs.get("labels")
+    if task == "sequence-classification":
+        logit_mask = torch.ones(attn.shape[0], dtype=torch.bool, device=attn.device)  # (B,)
+        n_task = attn.shape[0] if labels is not None else 0
+    elif task == "causal-lm":
+        logit_mask = attn[:, 1:]  # (B, T-1): position i predicts token i+1
+        if labels is not None:
+            logit_mask = logit_mask & labels[:, 1:].ne(-100)
+        n_task = int(labels[:, 1:].ne(-100).sum()) if labels is not None else 0
+    else:
+        logit_mask = attn if labels is None else attn & labels.ne(-100)
+        n_task = int(labels.ne(-100).sum()) if labels is not None else 0
+    return logit_mask, attn, n_task
+
+
+def window_totals(batches: list, task: str) -> torch.Tensor:
+    """float64 ``(3,)``: valid logit positions, hidden positions and task items summed over ``batches``."""
+    totals = torch.zeros(3, dtype=torch.float64)
+    for batch in batches:
+        logit_mask, hidden_mask, n_task = item_masks(batch, task)
+        totals += torch.tensor([float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task)],
+                               dtype=torch.float64)
+    return totals

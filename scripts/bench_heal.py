@@ -1,0 +1,323 @@
+"""Healing SmolLM2-135M after compression: distillation vs plain LM fine-tuning at the same budget.
+
+    make bench-heal                                   # full budget (~1M tokens per arm) -> benchmarks/heal.md
+    python scripts/bench_heal.py --quick              # a short run, written to a temporary file
+    python scripts/bench_heal.py --tiny               # tiny in-process Llama, seconds (what the tests run)
+    python scripts/bench_heal.py --device cuda        # the GPU budget (bf16, 16 x 512 tokens a step)
+    python scripts/bench_heal.py --quick --set steps=200 --output benchmarks/heal.md   # any HealSettings field
+
+Each compression (``layers``: 25% of the layers dropped by block influence; ``heads``: whole KV groups by
+importance; ``width`` when ``prune_width`` exists) is healed twice from the same pruned copy with the same
+tokens, steps, batch and learning-rate schedule: (1) forward-KL distillation from the original model, (2) plain
+language-model fine-tuning without a teacher. Held-out perplexity on Wikipedia summaries and the Python docs
+(never trained on) before and after, then W8A16 and W8A8 (SmoothQuant auto + GPTQ) of the distilled model.
+Recovered share of the gap = (ln ppl_pruned - ln ppl_healed) / (ln ppl_pruned - ln ppl_original).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+import heal_data  # noqa: E402
+import heal_table  # noqa: E402
+
+logger = logging.getLogger("bench_heal")
+ROOT = Path(__file__).resolve().parent.parent
+COMPRESSIONS = ("layers", "heads", "width")
+
+
+@dataclass
+class HealSettings:
+    """The budget of one run (the same for both healing arms)."""
+
+    preset: str = "full"
+    compressions: str = "layers,heads"  # comma-separated subset of COMPRESSIONS
+    layer_fraction: float = 0.25  # share of layers dropped (block influence)
+    head_fraction: float = 0.25  # asked share of heads; whole KV groups go (1 of 3 on SmolLM2 = 33%)
+    width_fraction: float = 0.25  # share of FFN neurons (when prune_width exists)
+    steps: int = 450  # 450 x 8 x 256 = 0.92M tokens: about one CPU-hour in bf16 on a quiet 2-core machine
+    batch_size: int = 8
+    seq_len: int = 256
+    learning_rate: float = 1e-4
+    warmup: float = 0.05  # fraction of steps
+    temperature: float = 1.0
+    calib_texts: int = 32  # texts that score layers / heads
+    quant_batches: int = 8  # calibration batches (of batch_size x seq_len) for SmoothQuant / GPTQ
+    eval_tokens: int = 8192  # per held-out corpus
+    eval_window: int = 512
+    latency_repeats: int = 5
+    quantize: bool = True
+    w8a8: str = "smoothquant+gptq"  # or "rtn" (round to nearest: no calibration, minutes faster on a CPU)
+    bf16: bool = True  # autocast during training; every evaluation is fp32
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seq_len", "calib_texts", "quant_batches", "eval_tokens",
+                     "eval_window", "latency_repeats"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+        for name in ("layer_fraction", "head_fraction", "width_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < 1):
+                raise ValueError(f"`{name}` must be strictly between 0 and 1, got {value!r}")
+        for name in ("learning_rate", "temperature"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"`warmup` must be a fraction of the steps in [0, 1), got {self.warmup!r}")
+        bad = [c for c in self.compressions.split(",") if c not in COMPRESSIONS]
+        if bad or not self.compressions:
+            raise ValueError(f"`compressions` must be a comma-separated subset of {', '.join(COMPRESSIONS)}, "
+                             f"got {self.compressions!r}")
+        if self.w8a8 not in ("smoothquant+gptq", "rtn"):
+            raise ValueError(f"`w8a8` must be 'smoothquant+gptq' or 'rtn', got {self.w8a8!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"`device` must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.eval_window > self.eval_tokens:
+            raise ValueError(f"`eval_window` must be <= eval_tokens ({self.eval_tokens}), got {self.eval_window}")
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.batch_size * self.seq_len
+
+
+PRESETS = {
+    "full": HealSettings(),
+    "quick": HealSettings(preset="quick", compressions="layers", steps=60, batch_size=4, calib_texts=16,
+                          quant_batches=2, eval_tokens=4096, latency_repeats=3),
+    "gpu": HealSettings(preset="gpu", steps=3000, batch_size=16, seq_len=512, quant_batches=8,
+                        eval_tokens=32768, device="cuda"),
+    "tiny": HealSettings(preset="tiny", steps=12, batch_size=4, seq_len=32, learning_rate=3e-3,
+                         calib_texts=8, quant_batches=2, eval_tokens=512, eval_window=64, latency_repeats=2,
+                         bf16=False),
+}
+
+
+# ----------------------------------------------------------------------------------------- compressing
+def compress(kind: str, teacher, calib: list[dict], s: HealSettings):
+    """A pruned copy of ``teacher`` and a one-line description, or (None, reason) when not available."""
+    import hf_compress
+    from hf_compress import arch
+
+    if kind == "layers":
+        n = arch.num_layers(teacher)
+        scores = hf_compress.layer_importance(teacher, calib, method="block_influence")
+        drop = hf_compress.select_layers(scores, max(1, round(n * s.layer_fraction)))
+        keep = [i for i in range(n) if i not in drop]
+        return hf_compress.student_from_teacher(teacher, keep=keep), f"layers {drop} of {n} dropped"
+    if kind == "heads":
+        cfg = teacher.config
+        group = cfg.num_attention_heads // (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+        scores = hf_compress.head_importance(teacher, calib)
+        plan = hf_compress.select_heads(scores, s.head_fraction, uniform=True, group_size=group, whole_groups=True)
+        student = hf_compress.prune_heads(copy.deepcopy(teacher), plan)
+        return student, f"{sum(map(len, plan.values()))} of {scores.numel()} heads (whole KV groups) removed"
+    prune_width = getattr(hf_compress, "prune_width", None)
+    if prune_width is None:
+        return None, "width pruning (`prune_width`) is not in this checkout yet"
+    student = prune_width(copy.deepcopy(teacher), fraction=s.width_fraction, calibration=calib)
+    return student, f"{s.width_fraction:.0%} of the FFN neurons removed"
+
+
+# --------------------------------------------------------------------------------------------- healing
+def heal(kind: str, student, teacher, s: HealSettings, blocks: torch.Tensor, work: Path) -> dict:
+    """Train ``student`` in place for ``s.steps`` steps: ``kind`` is "distill" or "finetune"."""
+    import datasets
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    from hf_compress import DistillationArguments, DistillationTrainer
+
+    columns = {"input_ids": blocks.tolist()}
+    if kind == "finetune":
+        columns["labels"] = columns["input_ids"]
+    common = dict(output_dir=str(work / kind), per_device_train_batch_size=s.batch_size, max_steps=s.steps,
+                  learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=s.warmup,
+                  weight_decay=0.0, bf16=s.bf16, use_cpu=s.device == "cpu", seed=s.seed, data_seed=s.seed,
+                  save_strategy="no", report_to=[], logging_steps=max(1, s.steps // 10), disable_tqdm=False,
+                  dataloader_num_workers=0, remove_unused_columns=False)
+    trainer_kwargs = dict(model=student.train().requires_grad_(True), train_dataset=datasets.Dataset.from_dict(columns),
+                          data_collator=default_data_collator)
+    if kind == "distill":
+        args = DistillationArguments(**common, alpha_logits=1.0, temperature=s.temperature, logit_loss="forward_kl")
+        trainer = DistillationTrainer(teacher_model=teacher, args=args, **trainer_kwargs)
+    else:
+        trainer = Trainer(args=TrainingArguments(**common), **trainer_kwargs)
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    student.eval()
+    return {"train_wall_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu,
+            "tokens": s.tokens, "steps": trainer.state.global_step,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+
+
+def quantized(model, mode: str, calib: list[dict]):
+    """An int8 copy on the CPU: ``w8a16`` (round to nearest), ``w8a8`` with SmoothQuant auto + GPTQ, or
+    ``w8a8-rtn`` (round to nearest, per-token activations)."""
+    from hf_compress import quantize_int8
+
+    cpu = copy.deepcopy(model).cpu().float().eval()
+    if mode in ("w8a16", "w8a8-rtn"):
+        return quantize_int8(cpu, mode=mode.removesuffix("-rtn"))
+    return quantize_int8(cpu, mode="w8a8", smoothquant="auto", method="gptq", calibration=calib)
+
+
+# ------------------------------------------------------------------------------------------------ main
+def setup(s: HealSettings, tiny: bool):
+    if tiny:
+        teacher, tokenizer, corpora = heal_data.tiny_setup(s.seed)
+        return teacher, tokenizer, corpora, "tiny Llama (8 layers, hidden 64)"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_compress import get_asset
+
+    folder = get_asset("smollm2")
+    teacher = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return teacher, AutoTokenizer.from_pretrained(folder), heal_data.real_corpora(s.seed), "SmolLM2-135M-Instruct"
+
+
+def evaluate(model, tokenizer, corpora, s: HealSettings) -> dict[str, float]:
+    from hf_compress.evaluation import perplexity
+
+    return {name: perplexity(model, tokenizer, heal_data.prefix_for_tokens(texts, s.eval_tokens),
+                             max_length=s.eval_window, max_tokens=s.eval_tokens)
+            for name, texts in corpora.heldout.items()}
+
+
+def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
+    """Every row of the table (dicts), notes, and the model's name."""
+    teacher, tokenizer, corpora, model_name = setup(s, tiny)
+    device = torch.device(s.device)
+    teacher.to(device)
+    n_quant = s.quant_batches * s.batch_size
+    blocks = heal_data.training_blocks(tokenizer, corpora, s.steps * s.batch_size + n_quant, s.seq_len)
+    train_blocks, quant_blocks = blocks[: s.steps * s.batch_size], blocks[s.steps * s.batch_size:]
+    calib = [{"input_ids": b} for b in quant_blocks.split(s.batch_size)]
+    score_texts = heal_data.prefix_for_tokens(corpora.train["wiki"], s.calib_texts * s.seq_len)[: s.calib_texts]
+    from hf_compress.evaluation import tokenize_batches
+
+    score_batches = [{k: v.to(device) for k, v in b.items()}
+                     for b in tokenize_batches(tokenizer, score_texts, batch_size=8, max_length=s.seq_len)]
+    rows = [dict(compression="-", model="original", ppl=evaluate(teacher, tokenizer, corpora, s),
+                 module=teacher)]
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="bench-heal-") as tmp:
+        for kind in s.compressions.split(","):
+            pruned, what = compress(kind, teacher, score_batches, s)
+            if pruned is None:
+                notes.append(f"{kind}: not measured: {what}")
+                continue
+            pruned.to(device).eval()
+            logger.warning("%s: %s", kind, what)
+            rows.append(dict(compression=kind, model=f"pruned ({what})", module=pruned,
+                             ppl=evaluate(pruned, tokenizer, corpora, s)))
+            for arm in ("distill", "finetune"):
+                student = copy.deepcopy(pruned)
+                stats = heal(arm, student, teacher, s, train_blocks, Path(tmp))
+                label = "healed: distillation" if arm == "distill" else "healed: LM fine-tuning (no teacher)"
+                rows.append(dict(compression=kind, model=label, module=student, **stats,
+                                 ppl=evaluate(student, tokenizer, corpora, s)))
+                logger.warning("%s / %s: %s", kind, arm, rows[-1]["ppl"])
+            distilled = rows[-2]["module"]
+            if s.quantize:
+                for mode in ("w8a16", "w8a8" if s.w8a8 == "smoothquant+gptq" else "w8a8-rtn"):
+                    start = time.perf_counter()
+                    q = quantized(distilled, mode, calib)
+                    name = {"w8a16": "distilled + W8A16", "w8a8": "distilled + W8A8 (SmoothQuant auto + GPTQ)",
+                            "w8a8-rtn": "distilled + W8A8 (round to nearest)"}[mode]
+                    rows.append(dict(compression=kind, model=name, module=q, quant_s=time.perf_counter() - start,
+                                     ppl=evaluate(q, tokenizer, corpora, s)))
+        heal_table.measure_sizes(rows, Path(tmp), s)
+    return rows, notes, model_name
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a short run (layers only, 60 steps of 4 x 256)")
+    size.add_argument("--tiny", action="store_true", help="tiny in-process Llama on synthetic text (tests)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="cuda: the GPU preset (unless --quick / --tiny); default cpu")
+    p.add_argument("--output", default=None,
+                   help="markdown path (default benchmarks/heal.md for the full and GPU presets, a temporary "
+                        "file for --quick / --tiny: they never overwrite the published table)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON to stdout")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a HealSettings field, e.g. --set steps=200")
+    return p.parse_args(argv)
+
+
+def make_settings(args) -> HealSettings:
+    preset = "tiny" if args.tiny else "quick" if args.quick else "gpu" if args.device == "cuda" else "full"
+    overrides = {"device": args.device} if args.device else {}
+    types = {f.name: f.type for f in dataclasses.fields(HealSettings)}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"--set {item!r}: unknown field {key!r}; fields are {', '.join(sorted(types))}")
+        try:
+            overrides[key] = value if types[key] == "str" else json.loads(value.lower())
+        except json.JSONDecodeError:
+            raise SystemExit(f"--set {item!r}: {value!r} is not a number / true / false") from None
+    return dataclasses.replace(PRESETS[preset], **overrides)
+
+
+def output_path(args, settings: HealSettings) -> Path:
+    """``--output``, else the published table for the full and GPU presets, else a temporary file: a
+    ``--quick`` or ``--tiny`` run never overwrites ``benchmarks/heal.md`` unless asked to by name."""
+    if args.output:
+        return Path(args.output)
+    if settings.preset in ("quick", "tiny"):
+        return Path(tempfile.gettempdir()) / f"bench_heal-{settings.preset}.md"
+    return ROOT / "benchmarks" / "heal.md"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = make_settings(args)
+    except ValueError as exc:
+        raise SystemExit(f"bench_heal: {exc}") from None
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_heal: `device` cuda was asked but torch sees no CUDA device; use --device cpu")
+    out = output_path(args, settings)
+    started, load_before, wall = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg(), time.perf_counter()
+    from hf_compress.evaluation import write_report
+
+    rows, notes, model_name = run(settings, args.tiny)
+    context = dict(started=started, load_before=load_before, load_after=os.getloadavg(),
+                   wall_s=time.perf_counter() - wall, threads=torch.get_num_threads(),
+                   command=" ".join(["python scripts/bench_heal.py", *(argv if argv is not None else sys.argv[1:])]))
+    text = heal_table.render(rows, notes, settings, model_name, context)
+    write_report(out, text)
+    logger.warning("wrote %s", out)
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "module"} for r in rows], indent=1))
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

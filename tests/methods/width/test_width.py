@@ -1,0 +1,202 @@
+"""prune_width: FFN pruning equals zeroing neurons (every family); hidden pruning equals a kept-channel
+reference; sizes, rounding, parameter counts; bad input leaves the model unchanged."""
+
+import copy
+
+import pytest
+import torch
+from tiny_models import ALL_MODEL_TYPES, ENCODER_TYPES, tiny_batch, tiny_model
+
+from hf_compress import WidthPruningConfig, arch, prune_width, width_importance
+from hf_compress.errors import HfCompressError, SurgeryError, UnsupportedArchitectureError
+from hf_compress.methods.width.importance import WidthScores, hidden_norms
+
+HIDDEN_TYPES = tuple(t for t in ALL_MODEL_TYPES if arch.ARCHITECTURES[t].head_dim_key)
+
+
+def _logits(model, batch):
+    kw = {} if model.config.model_type in ENCODER_TYPES else {"use_cache": False}
+    with torch.no_grad():
+        logits = model(**batch, **kw).logits
+    return logits[batch["attention_mask"].bool()]  # (valid tokens, V)
+
+
+def _random_scores(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    layers, ffn, hidden = arch.num_layers(model), arch.intermediate_size(model), arch.hidden_size(model)
+    return WidthScores(ffn=torch.rand(layers, ffn, generator=g, dtype=torch.float64),
+                       hidden=torch.rand(hidden, generator=g, dtype=torch.float64))
+
+
+def _zero_neurons_reference(model, keep):
+    """Hooks that zero every MLP neuron not in ``keep[layer]`` at the MLP output projection's input."""
+    spec, handles = arch.get_arch(model), []
+    for layer, rows in zip(arch.get_layers(model), keep):
+        out = arch.get_submodule(layer, spec.mlp_out)
+        mask = torch.zeros(arch.intermediate_size(model))
+        mask[rows] = 1
+        handles.append(out.register_forward_pre_hook(lambda m, args, mask=mask: (args[0] * mask,) + args[1:]))
+    return handles
+
+
+@pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
+def test_ffn_pruning_equals_zeroed_neurons(model_type):
+    model, batch = tiny_model(model_type), tiny_batch()
+    scores = _random_scores(model)
+    width = arch.intermediate_size(model)
+    keep = scores.ffn.topk(width - 16, dim=1).indices
+    handles = _zero_neurons_reference(model, keep)
+    expected = _logits(model, batch)
+    for h in handles:
+        h.remove()
+    n_in = len(arch.get_arch(model).mlp_in)
+    before = sum(p.numel() for p in model.parameters())
+    prune_width(model, ffn=width - 16, scores=scores)
+    torch.testing.assert_close(_logits(model, batch), expected, atol=1e-5, rtol=0)
+    assert arch.intermediate_size(model) == width - 16
+    assert getattr(model.config, arch.get_arch(model).intermediate_size_key) == width - 16
+    # every removed neuron takes its rows (weight + bias) of each MLP input and its column of the output
+    hidden, bias = arch.hidden_size(model), int(arch.get_submodule(
+        arch.get_layers(model)[0], arch.get_arch(model).mlp_in[0]).bias is not None)
+    per_neuron = (n_in if model_type != "phi3" else 2) * (hidden + bias) + hidden
+    assert before - sum(p.numel() for p in model.parameters()) == arch.num_layers(model) * 16 * per_neuron
+
+
+def _kept_channel_reference(model, keep):
+    """The unpruned model computing with the kept channels only: every other channel is zeroed in every
+    weight that writes the residual stream (embeddings, attention/MLP outputs), and every norm takes its
+    statistics over the kept channels (writing zeros elsewhere)."""
+    ref = copy.deepcopy(model)
+    spec, drop = arch.get_arch(ref), torch.ones(arch.hidden_size(ref), dtype=torch.bool)
+    drop[keep] = False
+    with torch.no_grad():
+        ref.get_input_embeddings().weight[:, drop] = 0
+        for layer in arch.get_layers(ref):
+            for path in (spec.o, spec.mlp_out):
+                module = arch.get_submodule(layer, path)
+                module.weight[drop] = 0
+                if module.bias is not None:
+                    module.bias[drop] = 0
+
+    def kept_norm(module, args, output):
+        x = args[0].float()[..., keep]  # (B, T, H')
+        w = module.weight.float()[keep] + spec.norm_offset
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        if isinstance(module, torch.nn.LayerNorm):
+            y = torch.nn.functional.layer_norm(x, (len(keep),), w, module.bias[keep], eps)
+        else:
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+        full = torch.zeros_like(output)
+        full[..., keep] = y.to(output.dtype)
+        return full
+
+    for norm in hidden_norms(ref):
+        norm.register_forward_hook(kept_norm)
+    return ref
+
+
+@pytest.mark.parametrize("model_type", HIDDEN_TYPES)
+@pytest.mark.parametrize("tied", [True, False])
+def test_hidden_pruning_equals_kept_channel_reference(model_type, tied):
+    model, batch = tiny_model(model_type, tie_word_embeddings=tied), tiny_batch()
+    scores = _random_scores(model)
+    keep = scores.hidden.topk(24).indices.sort().values
+    expected = _logits(_kept_channel_reference(model, keep), batch)
+    head_size, vocab = arch.head_dim(model), model.config.vocab_size
+    prune_width(model, hidden=24, scores=scores)
+    torch.testing.assert_close(_logits(model, batch), expected, atol=1e-5, rtol=1e-5)
+    assert arch.hidden_size(model) == 24 and model.config.head_dim == head_size
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
+    scale = getattr(model.get_input_embeddings(), "embed_scale", None)  # Gemma: a reload computes sqrt(24)
+    assert scale is None or scale.item() == pytest.approx(24**0.5)
+
+
+def test_llama_parameter_count_matches_the_config_formula():
+    model = tiny_model("llama", tie_word_embeddings=False)
+    prune_width(model, ffn=0.25, hidden=0.25, scores=_random_scores(model))
+    c = model.config
+    h, i, d, v = c.hidden_size, c.intermediate_size, c.head_dim, c.vocab_size
+    attn = h * d * (c.num_attention_heads * 2 + c.num_key_value_heads * 2)
+    expected = 2 * v * h + c.num_hidden_layers * (attn + 3 * h * i + 2 * h) + h
+    assert (h, i) == (24, 48) and sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize("amount,current,expected", [(0.25, 64, 48), (0.99, 64, 8), (0.1, 64, 56),
+                                                     (0.0, 64, 64), (0.5, 30, 16), (40, 64, 40)])
+def test_sizes_round_to_a_multiple_and_never_to_zero(amount, current, expected):
+    from hf_compress.methods.width.config import target_size
+
+    assert target_size("ffn", amount, current, 8) == expected
+
+
+BAD = [
+    (dict(ffn=1.0), "`ffn` as a fraction to remove must be in [0, 1)"),
+    (dict(ffn=-0.1), "must be in [0, 1)"),
+    (dict(hidden=float("nan")), "must be in [0, 1)"),
+    (dict(ffn=True), "`ffn` must be a fraction in [0, 1) or a size"),
+    (dict(ffn=0), "`ffn` as a size must be an int >= 1"),
+    (dict(ffn=128), "`ffn` must be at most the current size 64, got 128"),
+    (dict(ffn=60), "`ffn` must be a multiple of round_to=8, got 60"),
+    (dict(ffn=0.25, round_to=0), "`round_to` must be an int >= 1"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", BAD, ids=[str(b[0]) for b in BAD])
+def test_bad_input_is_one_line_and_leaves_the_model_unchanged(kwargs, message):
+    model = tiny_model("llama")
+    state, config = copy.deepcopy(model.state_dict()), model.config.to_dict()
+    with pytest.raises(SurgeryError) as info:
+        prune_width(model, scores=_random_scores(model), **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert model.config.to_dict() == config
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert", "gpt2"])
+def test_hidden_pruning_of_families_without_head_dim_is_refused(model_type):
+    model = tiny_model(model_type)
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(SurgeryError, match="hidden-channel pruning of .* is refused: .* prune `ffn`"):
+        prune_width(model, ffn=0.25, hidden=0.25, scores=_random_scores(model))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # the FFN was not cut either
+
+
+def test_unsupported_family_and_missing_or_bad_scores():
+    class Other(torch.nn.Module):
+        config = type("C", (), {"model_type": "t5"})()
+
+    with pytest.raises(UnsupportedArchitectureError, match="'t5' is not supported"):
+        prune_width(Other(), ffn=0.25)
+    model = tiny_model("llama")
+    with pytest.raises(SurgeryError, match="`scores` must be given"):
+        prune_width(model, ffn=0.25)
+    bad = _random_scores(model)
+    bad.ffn[0, 0] = float("nan")
+    with pytest.raises(SurgeryError, match="must be finite"):
+        prune_width(model, ffn=0.25, scores=bad)
+    with pytest.raises(SurgeryError, match=r"shape \(4, 64\)"):
+        prune_width(model, ffn=0.25, scores=WidthScores(ffn=torch.rand(3, 64), hidden=torch.rand(32)))
+    with pytest.raises(HfCompressError, match="give `config` or ffn/hidden"):
+        prune_width(model, ffn=0.25, config=WidthPruningConfig(ffn=0.5))
+    assert arch.intermediate_size(model) == 64
+
+
+def test_importance_selects_what_prune_keeps():
+    model, batch = tiny_model("qwen2"), tiny_batch()
+    scores = width_importance(model, [batch], progress=False)
+    keep = scores.ffn[2].topk(48).indices.sort().values
+    down = arch.get_submodule(arch.get_layers(model)[2], "mlp.down_proj").weight[:, keep].clone()
+    prune_width(model, ffn=0.25, scores=scores)
+    assert torch.equal(arch.get_submodule(arch.get_layers(model)[2], "mlp.down_proj").weight, down)
+
+
+def test_a_result_the_stock_class_cannot_rebuild_is_refused_before_any_change():
+    """Phi with qk_layernorm sizes its q/k norms hidden_size // heads: a narrower residual would reload
+    with the wrong norm width, so it is refused (the check builds the pruned config on the meta device)."""
+    model = tiny_model("phi", qk_layernorm=True)
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(SurgeryError, match="would not reload: .*q_layernorm.weight"):
+        prune_width(model, hidden=0.25, scores=_random_scores(model))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    prune_width(model, ffn=0.25, scores=_random_scores(model))  # the MLP is fine
+    assert arch.intermediate_size(model) == 48

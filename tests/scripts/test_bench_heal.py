@@ -1,0 +1,160 @@
+"""scripts/bench_heal.py end to end on its --tiny setup (a small Llama pre-trained in process, synthetic text)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+ROWS = [
+    ("-", "original"),
+    ("layers", "pruned"),
+    ("layers", "healed: distillation"),
+    ("layers", "healed: LM fine-tuning (no teacher)"),
+    ("layers", "distilled + W8A16"),
+    ("layers", "distilled + W8A8 (SmoothQuant auto + GPTQ)"),
+    ("heads", "pruned"),
+    ("heads", "healed: distillation"),
+    ("heads", "healed: LM fine-tuning (no teacher)"),
+    ("heads", "distilled + W8A16"),
+    ("heads", "distilled + W8A8 (SmoothQuant auto + GPTQ)"),
+]
+
+
+def _load(name: str):
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("bench_heal")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(bench, tmp_path_factory):
+    out = tmp_path_factory.mktemp("heal") / "heal.md"
+    published = (SCRIPTS.parent / "benchmarks" / "heal.md")
+    before = published.read_text() if published.exists() else None
+    assert bench.main(["--tiny", "--output", str(out), "--set", "steps=6"]) == 0
+    assert (published.read_text() if published.exists() else None) == before  # never the published table
+    return out.read_text()
+
+
+def _rows(text: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| compression")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+
+
+def _num(cell: str):
+    return None if cell == "—" else float(cell.rstrip("%×").replace(",", ""))
+
+
+def test_tiny_table_rows_and_columns_agree(tiny_run, bench):
+    rows = _rows(tiny_run)
+    assert [(r[0], r[1].split(" (")[0] if r[1].startswith("pruned") else r[1]) for r in rows] == ROWS
+    table = {(r[0], r[1].split(" (")[0] if r[1].startswith("pruned") else r[1]): r for r in rows}
+    original = table[("-", "original")]
+    for kind in ("layers", "heads"):
+        pruned = table[(kind, "pruned")]
+        kd, ft = table[(kind, "healed: distillation")], table[(kind, "healed: LM fine-tuning (no teacher)")]
+        assert _num(pruned[2]) < _num(original[2])  # fewer parameters
+        assert kd[9] == ft[9] == f"{6 * 4 * 32:,}"  # the same tokens in both arms
+        for row in (kd, ft):  # recovered share = the log-perplexity formula on the table's own numbers
+            for ppl_col, share_col in ((5, 7), (6, 8)):
+                p0, p1, p2 = _num(original[ppl_col]), _num(pruned[ppl_col]), _num(row[ppl_col])
+                expected = bench.heal_table.recovered(p0, p1, p2)
+                if expected is None:
+                    assert row[share_col] == "—"
+                elif abs(math.log(p1) - math.log(p0)) > 0.05:  # away from rounding of the 2-decimal cells
+                    assert _num(row[share_col]) == pytest.approx(100 * expected, abs=3)
+        w8a16, w8a8 = table[(kind, "distilled + W8A16")], table[(kind, "distilled + W8A8 (SmoothQuant auto + GPTQ)")]
+        assert _num(w8a16[3]) < 0.6 * _num(kd[3]) and _num(w8a8[3]) < 0.6 * _num(kd[3])  # int8 on disk
+    assert "started" in tiny_run and "load average" in tiny_run and "--tiny" in tiny_run
+    assert tiny_run.count("distillation recovered") == 2
+
+
+def test_recovered_share_formula(bench):
+    rec = bench.heal_table.recovered
+    assert rec(10.0, 40.0, 20.0) == pytest.approx(0.5)  # half the log gap: sqrt(10 * 40) would be 20
+    assert rec(10.0, 40.0, 10.0) == pytest.approx(1.0) and rec(10.0, 40.0, 40.0) == pytest.approx(0.0)
+    assert rec(10.0, 40.0, 80.0) == pytest.approx(-0.5)
+    assert rec(10.0, 10.05, 10.0) is None  # pruning cost under 1%: no share
+    assert rec(10.0, float("inf"), 20.0) is None and rec(10.0, 40.0, float("nan")) is None
+
+
+def test_training_blocks_alternate_corpora_and_are_disjoint_from_heldout(bench):
+    data = bench.heal_data
+    tokenizer = data.tiny_tokenizer()
+    corpora = data.Corpora(train={"a": ["the river crosses the city ."] * 40, "b": ["def parse ( x ) :"] * 40},
+                           heldout={"a": ["x"], "b": ["y"]})
+    blocks = data.training_blocks(tokenizer, corpora, 5, 8)
+    assert blocks.shape == (5, 8)
+    river, parse = tokenizer.convert_tokens_to_ids(["river", "parse"])
+    assert [bool((b == river).any()) for b in blocks] == [True, False, True, False, True]
+    assert [bool((b == parse).any()) for b in blocks] == [False, True, False, True, False]
+    with pytest.raises(ValueError, match="fewer than the"):
+        data.training_blocks(tokenizer, corpora, 1000, 8)
+
+
+def test_real_corpora_use_the_one_heldout_rule(bench, monkeypatch):
+    import hf_compress.assets as assets
+
+    calls = []
+
+    def fake(name, split):
+        calls.append((name, split))
+        return [f"{name} {split} {i}" for i in range(5)]
+
+    monkeypatch.setattr(assets, "asset_texts", fake)
+    corpora = bench.heal_data.real_corpora(seed=0)
+    assert sorted(calls) == sorted((n, s) for n in ("wiki-summaries", "python-docs") for s in ("calibration", "heldout"))
+    assert sorted(corpora.train["python docs"]) == [f"python-docs calibration {i}" for i in range(5)]
+    assert corpora.heldout["wiki"] == [f"wiki-summaries heldout {i}" for i in range(5)]  # held out: not shuffled
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "`steps` must be an integer >= 1, got 0"),
+    ("layer_fraction", 1.0, "`layer_fraction` must be strictly between 0 and 1, got 1.0"),
+    ("learning_rate", float("nan"), "`learning_rate` must be a finite number > 0, got nan"),
+    ("compressions", "layers,depth", "`compressions` must be a comma-separated subset of"),
+    ("device", "tpu", "`device` must be 'cpu' or 'cuda', got 'tpu'"),
+    ("w8a8", "gptq", "`w8a8` must be 'smoothquant+gptq' or 'rtn', got 'gptq'"),
+])
+def test_bad_settings_name_the_field(bench, field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        bench.dataclasses.replace(bench.PRESETS["tiny"], **{field: value})
+
+
+def test_presets_and_output_paths(bench, tmp_path):
+    published = SCRIPTS.parent / "benchmarks" / "heal.md"
+    for argv, preset in ((["--tiny"], "tiny"), (["--quick"], "quick"), ([], "full"), (["--device", "cuda"], "gpu")):
+        args = bench.parse_args(argv)
+        settings = bench.make_settings(args)
+        assert settings.preset == preset
+        out = bench.output_path(args, settings)
+        assert (out == published) == (preset in ("full", "gpu"))
+    gpu = bench.make_settings(bench.parse_args(["--device", "cuda"]))
+    assert gpu.device == "cuda" and gpu.bf16 and gpu.tokens > 10 * bench.PRESETS["full"].tokens
+    args = bench.parse_args(["--quick", "--output", str(tmp_path / "x.md")])
+    assert bench.output_path(args, bench.make_settings(args)) == tmp_path / "x.md"
+    with pytest.raises(SystemExit, match="unknown field 'stepz'"):
+        bench.make_settings(bench.parse_args(["--tiny", "--set", "stepz=3"]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_device_is_refused_before_loading(bench, monkeypatch):
+    monkeypatch.setattr(bench, "run", lambda *a: pytest.fail("nothing may be loaded"))
+    with pytest.raises(SystemExit, match="`device` cuda was asked but torch sees no CUDA device"):
+        bench.main(["--tiny", "--device", "cuda"])
