@@ -30,6 +30,7 @@ _EXPORTS = {
     "WidthPruningConfig": "hf_compress.methods.width.config",
     "WidthScores": "hf_compress.methods.width.importance",
     "cache_teacher_outputs": "hf_compress.distillation.cache",
+    "compile_int8": "hf_compress.methods.int8.compile",
     "copy_sentence_transformers_files": "hf_compress.io.st_wrapper",
     "drop_layers": "hf_compress.methods.layers.drop",
     "get_asset": "hf_compress.assets",

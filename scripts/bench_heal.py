@@ -64,6 +64,7 @@ class HealSettings:
     eval_window: int = 512
     latency_repeats: int = 5
     quantize: bool = True
+    w8a8: str = "smoothquant+gptq"  # or "rtn" (round to nearest: no calibration, minutes faster on a CPU)
     bf16: bool = True  # autocast during training; every evaluation is fp32
     device: str = "cpu"
     seed: int = 0
@@ -88,6 +89,8 @@ class HealSettings:
         if bad or not self.compressions:
             raise ValueError(f"`compressions` must be a comma-separated subset of {', '.join(COMPRESSIONS)}, "
                              f"got {self.compressions!r}")
+        if self.w8a8 not in ("smoothquant+gptq", "rtn"):
+            raise ValueError(f"`w8a8` must be 'smoothquant+gptq' or 'rtn', got {self.w8a8!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"`device` must be 'cpu' or 'cuda', got {self.device!r}")
         if self.eval_window > self.eval_tokens:
@@ -169,12 +172,13 @@ def heal(kind: str, student, teacher, s: HealSettings, blocks: torch.Tensor, wor
 
 
 def quantized(model, mode: str, calib: list[dict]):
-    """An int8 copy on the CPU: W8A16 round-to-nearest, or W8A8 with SmoothQuant auto + GPTQ."""
+    """An int8 copy on the CPU: ``w8a16`` (round to nearest), ``w8a8`` with SmoothQuant auto + GPTQ, or
+    ``w8a8-rtn`` (round to nearest, per-token activations)."""
     from hf_compress import quantize_int8
 
     cpu = copy.deepcopy(model).cpu().float().eval()
-    if mode == "w8a16":
-        return quantize_int8(cpu, mode="w8a16")
+    if mode in ("w8a16", "w8a8-rtn"):
+        return quantize_int8(cpu, mode=mode.removesuffix("-rtn"))
     return quantize_int8(cpu, mode="w8a8", smoothquant="auto", method="gptq", calibration=calib)
 
 
@@ -236,10 +240,11 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
                 logger.warning("%s / %s: %s", kind, arm, rows[-1]["ppl"])
             distilled = rows[-2]["module"]
             if s.quantize:
-                for mode in ("w8a16", "w8a8"):
+                for mode in ("w8a16", "w8a8" if s.w8a8 == "smoothquant+gptq" else "w8a8-rtn"):
                     start = time.perf_counter()
                     q = quantized(distilled, mode, calib)
-                    name = "distilled + W8A16" if mode == "w8a16" else "distilled + W8A8 (SmoothQuant auto + GPTQ)"
+                    name = {"w8a16": "distilled + W8A16", "w8a8": "distilled + W8A8 (SmoothQuant auto + GPTQ)",
+                            "w8a8-rtn": "distilled + W8A8 (round to nearest)"}[mode]
                     rows.append(dict(compression=kind, model=name, module=q, quant_s=time.perf_counter() - start,
                                      ppl=evaluate(q, tokenizer, corpora, s)))
         heal_table.measure_sizes(rows, Path(tmp), s)

@@ -334,7 +334,8 @@ def test_bench_against_a_baseline_measures_both_side_by_side(tiny_run, texts_fil
 
 
 def test_bench_asks_before_running_code_shipped_in_a_folder(int8_run, texts_file, capsys):
-    argv = ["bench", str(int8_run), "--data", str(texts_file), "--samples", "4", "--repeats", "1", "--json"]
+    argv = ["bench", str(int8_run), "--data", str(texts_file), "--samples", "4", "--repeats", "1", "--json",
+            "--eager-only"]  # the compiled row is tested in tests/ecosystem/test_int8_bench.py (slow)
     assert main(argv) == 2
     assert "pass trust_remote_code=True (--trust-remote-code)" in capsys.readouterr().err
     assert main(argv + ["--trust-remote-code"]) == 0

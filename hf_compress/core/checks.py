@@ -8,7 +8,8 @@ from dataclasses import fields
 
 from ..errors import HfCompressError
 
-__all__ = ["check_fraction", "check_positive", "check_choice", "check_finite", "check_finite_weights", "part_config"]
+__all__ = ["check_fraction", "check_positive", "check_choice", "check_finite", "check_finite_weights", "part_config",
+           "check_part_config"]
 
 
 def _fail(error: type[Exception], msg: str) -> None:
@@ -48,6 +49,15 @@ def part_config(stage_config, part_cls, **extra):
     names = {f.name for f in fields(part_cls)}
     values = {f.name: copy.copy(getattr(stage_config, f.name)) for f in fields(stage_config) if f.name in names}
     return part_cls(**values, **extra)
+
+
+def check_part_config(stage_config, part_cls, error: type[Exception], **extra) -> None:
+    """Validate a stage config by building its method's config: the method's own check, raised as ``error``
+    (a recipe stage reports :class:`~hf_compress.errors.RecipeError`, whatever the method raises)."""
+    try:
+        part_config(stage_config, part_cls, **extra)
+    except HfCompressError as exc:
+        raise error(str(exc)) from None
 
 
 def check_finite_weights(model, error: type[Exception] = HfCompressError) -> None:

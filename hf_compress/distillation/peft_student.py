@@ -69,9 +69,10 @@ class AdapterOffTeacher:
         return TeacherOutput(logits=getattr(out, "logits", None), hidden_states=hidden)
 
 
-def teacher_source(student: nn.Module, teacher: nn.Module, need_logits: bool):
+def teacher_source(student: nn.Module, teacher: nn.Module, need_logits: bool, device: torch.device):
     """``(source, task, teacher module)`` for a live teacher: a frozen copy-free :class:`LiveTeacher`, or, when
-    the teacher *is* the PEFT student's base model, an :class:`AdapterOffTeacher` (nothing frozen or moved)."""
+    the teacher *is* the PEFT student's base model, an :class:`AdapterOffTeacher` (nothing frozen or moved).
+    A separate teacher is moved to ``device`` and the student's dtype."""
     base = base_of(student)
     if is_peft_model(student) and (teacher is student or _shares_weights(student, teacher)):
         if teacher is not base and teacher is not student:
@@ -81,6 +82,5 @@ def teacher_source(student: nn.Module, teacher: nn.Module, need_logits: bool):
             )
         return AdapterOffTeacher(student), model_task(base), base
     task = check_compatible(base, teacher, need_logits=need_logits)
-    device = next(student.parameters()).device
     teacher = prepare_teacher(teacher, device, base.dtype)
     return LiveTeacher(teacher), task, teacher

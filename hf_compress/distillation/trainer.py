@@ -85,10 +85,13 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
         student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
-        device = next(student.parameters()).device
+        # under FSDP / DeepSpeed the Trainer has not placed the student yet: the teacher (replicated, never
+        # wrapped or trained) and the projections go to this process's device, where the shards will run
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        device = self.args.device if sharded else next(student.parameters()).device
         if teacher_cache is None:
             teacher = load_teacher(teacher_model, student, trust_remote_code=teacher_trust_remote_code)
-            source, task, self.teacher = teacher_source(self.model, teacher, need_logits=args.alpha_logits > 0)
+            source, task, self.teacher = teacher_source(self.model, teacher, args.alpha_logits > 0, device)
             t_shape = (num_layers(self.teacher), hidden_width(self.teacher))
         else:
             self.teacher = None

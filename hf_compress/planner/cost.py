@@ -101,8 +101,8 @@ class CostModel:
         ctx.records = []
         ctx.model = copy.deepcopy(self._base)
         drop = list(range(cand.layers, self.base_layers))  # which layers does not change the shape
-        stages = [(n, dict(f, method="random") if n == "prune_heads" else f)
-                  for n, f in cand.structural_stages(self.base_layers, drop)]
+        cheap = {"prune_heads": {"method": "random"}, "prune_width": {"num_batches": 1}}  # scores: any will do
+        stages = [(n, dict(f, **cheap.get(n, {}))) for n, f in cand.structural_stages(self.base_layers, drop)]
         int8 = cand.int8_stage(compile=compile)
         run_stages(ctx, stages + ([int8] if int8 else []))
         return ctx.model
@@ -111,12 +111,14 @@ class CostModel:
         """``params``, ``params_ratio``, ``bytes``, ``mib`` of the candidate, exact (counted on its shape)."""
         from ..evaluation import model_bytes, param_count
 
-        if cand.key not in self._sizes:
-            model = self.shape_model(cand, compile=False)
+        key = cand.shape_key
+        if key not in self._sizes:
+            model = self.shape_model(Candidate(cand.layers, cand.heads, cand.ffn, {"w8a8-sq": "w8a8"}.get(
+                cand.int8, cand.int8)), compile=False)
             params, nbytes = param_count(model), model_bytes(model)
-            self._sizes[cand.key] = {"params": params, "params_ratio": params / self.base_params,
-                                     "bytes": nbytes, "mib": nbytes / 2**20}
-        return dict(self._sizes[cand.key])
+            self._sizes[key] = {"params": params, "params_ratio": params / self.base_params,
+                                "bytes": nbytes, "mib": nbytes / 2**20}
+        return dict(self._sizes[key])
 
     def latency(self, cand: Candidate) -> dict:
         """``latency_ms``, ``base_latency_ms``, ``speedup`` of the candidate's shape (cached per shape)."""

@@ -156,7 +156,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     def latency(cand):
         if cand.shape_key not in slog.latency:
             slog.put("latency", cand.shape_key, cost.latency(cand))
-        rows[cand.key].update(slog.latency[cand.shape_key])
+        rows[cand.key].update(slog.latency[cand.shape_key], latency_source="measured")
 
     for cand in tqdm(cands, desc="auto: size of every candidate", disable=not progress, leave=False):
         row = rows[cand.key] = {"key": cand.key, "summary": summary(cand, base_layers), **cand.to_dict()}
@@ -218,11 +218,12 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
             q = quality_score(original, structures.with_int8(cand, healed[cand.structure]), score_batches, task)
             slog.put("healed", cand.key, {"quality": q})
         row.update(slog.healed[cand.key])
-        if "speedup" not in row:
+        if row.get("latency_source") != "measured":  # an int8 estimate is measured on its own shape now
             latency(cand)
+            row["meets"] = target.meets(row)
     chosen, met, message = pick([rows[c.key] for c in shortlist], [rows[c.key] for c in live], target, max_drop)
     cand = Candidate(chosen["layers"], chosen["heads"], chosen["ffn"], chosen["int8"])
-    if "speedup" not in chosen:
+    if chosen.get("latency_source") != "measured":
         latency(cand)
     unvisited = sum(1 for r in rows.values() if str(r.get("status", "")).endswith("(time budget)"))
     if unvisited:
@@ -238,7 +239,9 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
 
 
 def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress):
-    """Latency of the shapes a speed target needs; returns the candidates still in the search."""
+    """Latency of every float shape, measured; of an int8 candidate, estimated as its float shape's times the
+    int8 gain measured on the base shape (compiling every int8 shape would cost minutes each), and measured
+    on its own shape once it is shortlisted. Returns the candidates still in the search."""
     modes = sorted({c.int8 for c in live if c.int8 is not None})
     gains = {}
     for mode in modes:  # int8 gain on the base shape decides whether the mode is worth measuring at all
@@ -249,22 +252,25 @@ def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_
             if gains[mode] <= 1.0:
                 notes.append(f"int8 {mode} measured {gains[mode]:.2f}× the float model on the base shape: no "
                              f"speed on this machine, left out for a speed target")
-    live = [c for c in live if c.int8 is None or gains.get(c.int8, 2.0) > 1.0]
-    best_gain = max(gains.values(), default=1.0)
-    order = sorted(live, key=lambda c: (c.int8 is not None, c.order))
-    for cand in tqdm(order, desc="auto: latency of candidate shapes", disable=not progress, leave=False):
-        row = rows[cand.key]
-        fp32 = rows.get(Candidate(cand.layers, cand.heads, cand.ffn).key, {})
-        if cand.int8 is not None and "speedup" in fp32 and target.meets(fp32) and max_drop is None:
-            row["status"] = "not measured (its float shape meets the target; int8 would only cost quality)"
-            continue
-        if cand.int8 is not None and "speedup" in fp32:
-            hope = dict(speedup=fp32["speedup"] * 1.5 * best_gain, latency_ms=fp32["latency_ms"] / 1.5 / best_gain)
-            if not target.meets(hope):
-                row["status"] = "not measured (even the best int8 gain seen cannot reach the target)"
-                continue
+    if gains:
+        notes.append("int8 latency of a candidate not shortlisted is its float shape's divided by the gain on "
+                     "the base shape (" + ", ".join(f"{m} {g:.2f}×" for m, g in gains.items()) + "); shortlisted "
+                     "ones are measured on their own shape")
+    live = [c for c in live if c.int8 is None or gains.get(c.int8, 0.0) > 1.0]
+    for cand in tqdm([c for c in live if c.int8 is None], desc="auto: latency of candidate shapes",
+                     disable=not progress, leave=False):
         if time.perf_counter() > deadline:
-            row["status"] = "not measured (time budget)"
+            rows[cand.key]["status"] = "not measured (time budget)"
             continue
         latency(cand)
-    return [c for c in live if "speedup" in rows[c.key]]
+    for cand in (c for c in live if c.int8 is not None):
+        row, fp32 = rows[cand.key], rows.get(Candidate(cand.layers, cand.heads, cand.ffn).key, {})
+        if "speedup" not in fp32:
+            row["status"] = "not measured (its float shape was not)"
+        elif target.meets(fp32) and max_drop is None:
+            row["status"] = "not scored (its float shape meets the target; int8 would only cost quality)"
+        elif row.get("latency_source") != "measured":
+            gain = gains[cand.int8]
+            row.update(speedup=fp32["speedup"] * gain, latency_ms=fp32["latency_ms"] / gain,
+                       base_latency_ms=fp32["base_latency_ms"], latency_source="estimated")
+    return [c for c in live if "speedup" in rows[c.key] and "status" not in rows[c.key]]

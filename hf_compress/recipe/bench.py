@@ -51,14 +51,19 @@ def bench(
     repeats: int = 7,
     texts_file: str | None = None,
     trust_remote_code: bool = False,
+    compiled: bool = True,
 ) -> list[dict]:
-    """Rows (baseline first when given) with params, bytes on disk, latency, speed-up and quality, on the
-    held-out Wikipedia summaries or the held-out part of ``texts_file`` (.txt/.json/.jsonl)."""
+    """Rows (baseline first when given) with params, bytes, latency, speed-up and quality, on the held-out
+    Wikipedia summaries or the held-out part of ``texts_file`` (.txt/.json/.jsonl). An int8 ``model`` gets a
+    second row, ``<model> (compiled)``, timed beside the eager one: ``from_pretrained`` gives eager kernels,
+    ``compile_int8(model)`` the fast path (``compiled=False`` leaves it out)."""
     from transformers import AutoTokenizer
 
     from ..errors import HfCompressError
     from ..evaluation import checkpoint_bytes, latency_side_by_side, model_bytes, param_count, tokenize_batches, wiki_texts
     from ..io.checkpoint import load_compressed
+    from ..methods.int8.compile import compile_int8
+    from ..methods.int8.layer import Int8Linear
     from .measure import agreement, clip_length, quality_key
 
     if samples < 1 or repeats < 1:
@@ -72,6 +77,10 @@ def bench(
         check_model_folder(p)  # a supported family and safetensors weights, before anything is loaded
     task = _task_of(paths["model"], task)
     models = {k: load_compressed(p, task=task, trust_remote_code=trust_remote_code) for k, p in paths.items()}
+    if compiled and any(isinstance(m, Int8Linear) for m in models["model"].modules()):
+        fast = load_compressed(paths["model"], task=task, trust_remote_code=trust_remote_code)
+        compile_int8(fast)
+        models["model (compiled)"], paths["model (compiled)"] = fast, paths["model"]
     tokenizer = AutoTokenizer.from_pretrained(paths["model"])
     if texts_file:
         from .loading import load_texts
@@ -83,7 +92,8 @@ def bench(
     batches = tokenize_batches(tokenizer, texts, batch_size=16, max_length=clip_length(models["model"], 128))
     rows = []
     for key, m in models.items():
-        row = {"model": str(paths[key]), "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key]),
+        label = str(paths[key]) + (" (compiled)" if key == "model (compiled)" else "")
+        row = {"model": label, "params": param_count(m), "disk_bytes": checkpoint_bytes(paths[key]),
                "mem_bytes": model_bytes(m)}  # the keys `run --json` uses for the same quantities
         if baseline:
             row[quality_key(task)] = agreement(m, models["baseline"], task, batches)
@@ -91,6 +101,7 @@ def bench(
     lat = latency_side_by_side(models, batches[0], repeats=repeats, warmup=2)
     for row, key in zip(rows, models):
         row["latency_ms"] = 1e3 * lat[key]
-    if baseline:
-        rows[1]["speedup"] = lat["baseline"] / lat["model"]
+    for row, key in zip(rows, models):
+        if baseline and key != "baseline":
+            row["speedup"] = lat["baseline"] / lat[key]
     return rows

@@ -40,6 +40,8 @@ def test_card_says_sentence_transformers(st_run):
     assert card.data.pipeline_tag == "sentence-similarity"
     assert {"sentence-transformers", "sentence-similarity", "int8"} <= set(card.data.tags)
     assert 'SentenceTransformer("REPO_OR_FOLDER")' in card.text and "import hf_compress" in card.text
+    assert "hf_compress.compile_int8(model[0].auto_model)" in card.text  # the one line that gives the speed
+    assert "hf_compress.compile_int8(model)" in card.text
 
 
 def test_pooling_width_follows_the_model_and_bad_paths_are_refused(tmp_path):

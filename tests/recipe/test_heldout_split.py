@@ -8,7 +8,7 @@ import json
 import torch
 
 from hf_compress import assets, evaluation
-from hf_compress.recipe import measure
+from hf_compress.recipe import measure, probes
 
 TOPICS = ("People", "Biology", "Geography")
 
@@ -26,15 +26,11 @@ def test_topic_probe_splits_the_summaries_like_wiki_texts(tmp_path, monkeypatch)
     topic = {r["extract"]: TOPICS.index(r["topic"]) for r in rows.values()}
     embedded: list[list[str]] = []
 
-    def fake_batches(tokenizer, texts, batch_size, max_length):
+    def fake_embed(model, tokenizer, texts, max_length=128, batch_size=32):
         embedded.append(list(texts))
-        return [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+        return torch.nn.functional.one_hot(torch.tensor([topic[t] for t in texts]), len(TOPICS)).float()
 
-    def fake_pooled(model, batch):
-        return torch.nn.functional.one_hot(torch.tensor([topic[t] for t in batch]), len(TOPICS)).float()
-
-    monkeypatch.setattr(evaluation, "tokenize_batches", fake_batches)
-    monkeypatch.setattr(evaluation, "mean_pooled", fake_pooled)
+    monkeypatch.setattr(probes, "embed", fake_embed)
     acc = measure.topic_probe(model=None, tokenizer=None, n_train=1000, n_test=1000)
     centroid_texts, test_texts = embedded
     heldout = evaluation.wiki_texts("heldout")

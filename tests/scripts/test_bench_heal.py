@@ -130,6 +130,7 @@ def test_real_corpora_use_the_one_heldout_rule(bench, monkeypatch):
     ("learning_rate", float("nan"), "`learning_rate` must be a finite number > 0, got nan"),
     ("compressions", "layers,depth", "`compressions` must be a comma-separated subset of"),
     ("device", "tpu", "`device` must be 'cpu' or 'cuda', got 'tpu'"),
+    ("w8a8", "gptq", "`w8a8` must be 'smoothquant+gptq' or 'rtn', got 'gptq'"),
 ])
 def test_bad_settings_name_the_field(bench, field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):

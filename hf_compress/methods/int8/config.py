@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...core.checks import check_positive, part_config
-from ...errors import HfCompressError, QuantizationError, RecipeError
+from ...core.checks import check_part_config, check_positive, part_config
+from ...errors import QuantizationError, RecipeError
 
 __all__ = ["MODES", "Int8Config", "QuantizeInt8Config"]
 
@@ -93,10 +93,7 @@ class QuantizeInt8Config:
 
     def __post_init__(self):
         check_positive("num_batches", self.num_batches, RecipeError)
-        try:
-            self.part_config(calibration=[{}])
-        except HfCompressError as exc:
-            raise RecipeError(str(exc)) from None
+        check_part_config(self, Int8Config, RecipeError, calibration=[{}])  # data comes at run time
 
     @property
     def needs_calibration(self) -> bool:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ...core.checks import check_positive, part_config
-from ...errors import HfCompressError, RecipeError, SurgeryError
+from ...core.checks import check_part_config, check_positive, part_config
+from ...errors import RecipeError, SurgeryError
 
 __all__ = ["METHODS", "SCOPES", "SparsityConfig", "SparsifyConfig"]
 
@@ -96,10 +96,7 @@ class SparsifyConfig:
 
     def __post_init__(self):
         check_positive("num_batches", self.num_batches, RecipeError)
-        try:
-            self.part_config()
-        except HfCompressError as exc:
-            raise RecipeError(str(exc)) from None
+        check_part_config(self, SparsityConfig, RecipeError)
 
     def part_config(self):
         return part_config(self, SparsityConfig)
