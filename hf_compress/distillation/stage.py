@@ -79,7 +79,7 @@ def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
 
 def _max_length(ctx, cfg: DistillConfig) -> int:
     """The recipe's max_length, never past the model's position limit (tiny.yaml: 64 positions)."""
-    return min(cfg.max_length, getattr(ctx, "max_positions", None) or cfg.max_length)
+    return min(cfg.max_length, ctx.max_positions or cfg.max_length)
 
 
 def distill_stage(ctx, cfg: DistillConfig):

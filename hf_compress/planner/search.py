@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from .. import arch
 from ..core.registry import methods
 from ..errors import HfCompressError
-from .cost import CostModel, PlanContext, run_stages
+from ..core.context import StageContext
+from .cost import CostModel, run_stages
 from .plan import Plan, SearchLog
 from .quality import proxy_loss, quality_score
 from .search_steps import final_stages, heal_fields, pick, summary
@@ -73,7 +74,7 @@ class _Structures:
     """Real surgery (importance on the calibration texts) of candidate structures, by stage prefix, so that
     e.g. the model with 2 layers dropped is computed once for every heads / int8 variant of it."""
 
-    def __init__(self, ctx: PlanContext, base_layers: int, size: int = 6):
+    def __init__(self, ctx: StageContext, base_layers: int, size: int = 6):
         self.ctx, self.base_layers, self.size = ctx, base_layers, size
         self._cache: OrderedDict = OrderedDict()  # stage prefix -> (model, records)
 
@@ -141,7 +142,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     base_layers = arch.num_layers(model)
     table = methods()
     cands, notes = build_space(base_layers, set(table), target, space)
-    ctx = PlanContext(model=model, teacher=original, tokenizer=tokenizer, texts=list(calibration), task=task,
+    ctx = StageContext(model=model, teacher=original, tokenizer=tokenizer, texts=list(calibration), task=task,
                       seed=seed, batch_size=batch_size, max_length=max_length)
     scoring = list(heldout) if heldout else list(calibration[::10])
     score_batches = tokenize_batches(tokenizer, scoring[:eval_texts], batch_size=16, max_length=max_length)

@@ -12,7 +12,8 @@ from hf_compress.core import registry
 from hf_compress.errors import HfCompressError
 from hf_compress.evaluation import param_count
 from hf_compress.planner import Target, TargetError, parse_target, plan_compression
-from hf_compress.planner.cost import PlanContext, run_stages
+from hf_compress.core.context import StageContext
+from hf_compress.planner.cost import run_stages
 from hf_compress.planner.quality import proxy_loss
 from hf_compress.recipe.loading import char_tokenizer
 
@@ -59,7 +60,7 @@ def test_target_semantics():
 
 def _rebuild(stages):
     """The plan's stages without healing, run through the registry on the same base."""
-    ctx = PlanContext(model=tiny_bert(), teacher=tiny_bert(), tokenizer=TOK, texts=texts(),
+    ctx = StageContext(model=tiny_bert(), teacher=tiny_bert(), tokenizer=TOK, texts=texts(),
                       task="feature-extraction", max_length=32)
     run_stages(ctx, [(n, f) for n, f in stages if n != "distill"])
     return ctx
