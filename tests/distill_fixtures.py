@@ -66,10 +66,22 @@ class GradCapture(TrainerCallback):
         self.trainer, self.grads = trainer, []
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-        named = list(model.named_parameters()) + [(f"proj.{n}", p) for n, p in
-                                                   self.trainer.projections.named_parameters()]
+        projections = self.trainer.projections
+        named = list(model.named_parameters()) + ([] if projections is None else
+                                                  [(f"proj.{n}", p) for n, p in projections.named_parameters()])
         self.grads.append({n: p.grad.detach().clone() for n, p in named if p.grad is not None})
 
 
 def full_batch(ds):
     return {k: torch.tensor(ds[k]) for k in ds.column_names}
+
+
+def word_tokenizer(n: int, prefix: str = "w"):
+    """A word-level fast tokenizer of ``n`` tokens ``{prefix}0 .. {prefix}{n-1}`` (id = index, pad = 0)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"{prefix}{i}": i for i in range(n)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(vocab, unk_token=f"{prefix}1")),
+                                   pad_token=f"{prefix}0")
