@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import fields
 
 from ..errors import HfCompressError
 
-__all__ = ["check_fraction", "check_positive", "check_choice", "check_finite", "check_finite_weights", "part_config",
-           "check_part_config"]
+__all__ = ["check_fraction", "check_positive", "check_choice", "check_finite", "check_finite_weights",
+           "check_ignore", "part_config", "check_part_config"]
 
 
 def _fail(error: type[Exception], msg: str) -> None:
@@ -38,6 +39,32 @@ def check_positive(name: str, value, error: type[Exception] = HfCompressError) -
 def check_choice(name: str, value: str, allowed: tuple[str, ...], error: type[Exception] = HfCompressError):
     if value not in allowed:
         _fail(error, f"`{name}` must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def check_ignore(patterns, error: type[Exception] = HfCompressError) -> list[str]:
+    """``ignore`` patterns (module names, class names, ``re:`` regexes) as a list; ``None`` is ``[]``. Each
+    ``re:`` regex is compiled here, once, so a bad one is a one-line error before anything changes."""
+    if patterns is None:
+        return []
+    if isinstance(patterns, (str, bytes, dict)) or not hasattr(patterns, "__iter__"):
+        _fail(error, f"`ignore` must be a list of module names, class names or 're:' regexes, got {patterns!r}")
+    patterns = list(patterns)
+    for p in patterns:
+        if not isinstance(p, str):
+            _fail(error, f"`ignore` must hold module names, class names or 're:' regexes, got {p!r} in "
+                         f"{patterns!r}")
+        problem = _regex_error(p[3:]) if p.startswith("re:") else None
+        if problem:
+            _fail(error, f"`ignore` pattern {p!r} is not a valid regex ({problem}); fix or remove it")
+    return patterns
+
+
+def _regex_error(regex: str) -> str | None:
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        return str(exc)
+    return None
 
 
 def part_config(stage_config, part_cls, **extra):

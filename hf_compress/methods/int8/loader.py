@@ -38,6 +38,7 @@ def _build_classes():
     from transformers.quantizers.base import HfQuantizer
     from transformers.utils.quantization_config import QuantizationConfigMixin, QuantizationMethod
 
+    from ...core.modules import in_features, is_projection, out_features, set_module
     from .quantize import Int8Linear, fuse_if_known, matches_ignore
     from .format import parse_quantization_config
 
@@ -82,7 +83,7 @@ def _build_classes():
             replaced, new_heads = 0, _new_head_layers(model, checkpoint_files)
             for name, module in list(model.named_modules()):
                 cls_name = type(module).__name__
-                if cls_name not in ("Linear", "Conv1D") or matches_ignore(name, qc.ignore, module):
+                if not is_projection(module) or matches_ignore(name, qc.ignore, module):
                     continue
                 if name in new_heads:  # a head the checkpoint lacks (num_labels=3 on an encoder): float, new
                     continue
@@ -92,14 +93,11 @@ def _build_classes():
                 ):
                     continue
                 w = module.weight
-                out_f, in_f = (w.shape[1], w.shape[0]) if cls_name == "Conv1D" else tuple(w.shape)
-                layer = Int8Linear(
-                    in_f, out_f, bias=module.bias is not None, mode=qc.mode, dtype=w.dtype, device=w.device
-                )
+                layer = Int8Linear(in_features(module), out_features(module), bias=module.bias is not None,
+                                   mode=qc.mode, dtype=w.dtype, device=w.device)
                 if qc.mode == "w8a16":
                     layer.expect_packed()
-                parent, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, child, layer)
+                set_module(model, name, layer)
                 replaced += 1
             if replaced == 0:
                 raise QuantizationError(
