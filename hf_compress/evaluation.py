@@ -25,6 +25,7 @@ __all__ = [
     "checkpoint_bytes",
     "tokenize_batches",
     "perplexity",
+    "texts_for_tokens",
     "mean_pooled",
     "embedding_cosine",
     "latency_side_by_side",
@@ -73,6 +74,18 @@ def tokenize_batches(tokenizer, texts: Sequence[str], batch_size: int = 8, max_l
         batches.append(dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
                                       return_tensors="pt")))
     return batches
+
+
+def texts_for_tokens(texts: Sequence[str], tokens: int, chars_per_token: float = 3.0) -> list[str]:
+    """The shortest prefix of ``texts`` with at least ``tokens * chars_per_token`` characters: enough text
+    for about ``tokens`` tokens (callers such as :func:`perplexity` cap the tokens exactly)."""
+    out, chars = [], 0
+    for t in texts:
+        out.append(t)
+        chars += len(t)
+        if chars >= tokens * chars_per_token:
+            break
+    return out
 
 
 @torch.inference_mode()
