@@ -32,6 +32,7 @@ class StageContext:
     seed: int = 0
     batch_size: int = 8
     max_length: int = 128
+    max_positions: int | None = None  # the model's position limit: no stage tokenizes longer
     records: list[dict] = field(default_factory=list)
 
     def batches(self, n: int) -> list[dict]:

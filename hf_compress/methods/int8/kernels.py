@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["int8_linear", "w8a8_linear", "w8a16_linear", "quantize_tokens", "with_own_code", "kernel_status",
-           "SMALL_M"]
+           "SMALL_M", "int8pack_fits"]
 
 logger = logging.getLogger(__name__)
 
 SMALL_M = 8  # rows up to which the CPU w8a16 path uses aten._weight_int8pack_mm (measured fast at M=1)
+PACK_K = 16  # aten._weight_int8pack_mm reads K in blocks: other widths segfault or return garbage (CPU)
 _HALF = (torch.bfloat16, torch.float16)
 
 
@@ -60,6 +61,20 @@ def w8a8_linear(
     return _activate(y.to(x.dtype), act)
 
 
+def int8pack_fits(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ``aten._weight_int8pack_mm`` may be called: CPU, at most :data:`SMALL_M` rows, the input
+    width a multiple of :data:`PACK_K` and a contiguous ``[out, in]`` weight. Outside these rules the kernel
+    reads out of bounds (measured: garbage for width 12, SIGSEGV for width 1-7 and a tiny GPT-2 of width 24)."""
+    return (
+        x.device.type == "cpu"
+        and x.dim() == 2
+        and x.shape[0] <= SMALL_M
+        and x.shape[1] % PACK_K == 0
+        and w.dim() == 2
+        and w.is_contiguous()
+    )
+
+
 def w8a16_linear(
     x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, act: str | None = None
 ):
@@ -68,8 +83,8 @@ def w8a16_linear(
     xc = x.to(cdtype)
     # inductor (torch 2.13, CPU) cannot lower _weight_int8pack_mm on a computed input: traced, the dequantize
     # + linear form is used (a compile failure here sent the kernel, or a whole block, back to eager)
-    if x.device.type == "cpu" and x.shape[0] <= SMALL_M and not torch.compiler.is_compiling():
-        y = torch.ops.aten._weight_int8pack_mm(xc, w, w_scale.reshape(-1).to(cdtype))  # (M, N)
+    if int8pack_fits(xc, w) and not torch.compiler.is_compiling():
+        y = torch.ops.aten._weight_int8pack_mm(xc.contiguous(), w, w_scale.reshape(-1).to(cdtype))  # (M, N)
     else:
         y = F.linear(xc, w.to(cdtype) * w_scale.to(cdtype))  # (M, N)
     if bias is not None:
