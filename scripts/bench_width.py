@@ -21,7 +21,6 @@ import copy
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 from hf_compress import (arch, drop_layers, get_asset, head_importance, layer_importance,  # noqa: E402
                          prune_heads, prune_width, select_heads, select_layers, width_importance)
 from hf_compress.evaluation import (embedding_cosine, latency_side_by_side, model_bytes,  # noqa: E402
-                                    param_count, perplexity, reload_check, tokenize_batches, wiki_texts,
-                                    write_report)
+                                    param_count, perplexity, reload_check, report_path, tokenize_batches,
+                                    wiki_texts, write_report)
 from hf_compress.methods.heads.stage import embedding_alignment_loss  # noqa: E402
 from hf_compress.methods.width.importance import WidthScores  # noqa: E402
 
@@ -241,12 +240,7 @@ def main(argv=None) -> int:
                       f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, {time.perf_counter() - start:.0f} s "
                       f"on {os.cpu_count()} CPUs.", "", *lines, ""])
     print(text)
-    if args.output:
-        out = Path(args.output)
-    elif flag:
-        out = Path(tempfile.mkdtemp(prefix="bench_width_")) / "width.md"  # never the published table
-    else:
-        out = ROOT / "benchmarks" / "width.md"
+    out = report_path(args.output, ROOT / "benchmarks" / "width.md", smoke=bool(flag))  # never the published table
     write_report(out, text)
     logger.info("table written to %s", out)
     return 0

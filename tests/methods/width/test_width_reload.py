@@ -2,8 +2,6 @@
 same logits, generation with the KV cache equals generation without, parameter counts kept; also after
 head pruning and layer dropping."""
 
-import pytest
-import torch
 from fresh_reload import reload_fresh, save_case
 from tiny_models import ALL_MODEL_TYPES, tiny_batch, tiny_model
 
@@ -43,20 +41,33 @@ def test_width_pruned_models_reload_with_stock_transformers(tmp_path):
             assert out["config"]["head_dim"] == 8 and out["config"]["hidden_size"] < 32, name
 
 
-@pytest.mark.parametrize("model_type,remote", [("llama", False), ("bert", True)])
-def test_heads_then_width_then_dropped_layers_reload(tmp_path, model_type, remote):
-    """Head pruning (Llama: uniform, stock; BERT: per-layer, shipped modeling file), then width, then
-    dropping a layer: the result still reloads and computes the same."""
-    model = tiny_model(model_type)
-    plan = {layer: [1, 2] for layer in range(4)} if model_type == "llama" else {0: [1], 2: [0, 2]}
-    prune_heads(model, plan)
-    hidden = 0.25 if model_type == "llama" else None
-    prune_width(model, ffn=0.25, hidden=hidden, scores=width_importance(model, [tiny_batch()], progress=False))
-    drop_layers(model, [1])
-    save_case(tmp_path / model_type, model, tiny_batch())
-    out = reload_fresh(tmp_path, trust_remote_code=remote)[model_type]
-    assert out["logits_diff"] <= 1e-5, out
-    assert out["module"].startswith("transformers_modules" if remote else "transformers.models"), out
-    assert out["config"]["intermediate_size"] == 48 and arch.num_layers(model) == 3
-    if "same_tokens" in out:
-        assert out["same_tokens"], out
+def _heads_plan(model_type):
+    return {layer: [1, 2] for layer in range(4)} if model_type == "llama" else {0: [1], 2: [0, 2]}
+
+
+def _width(model, hidden):
+    return prune_width(model, ffn=0.25, hidden=hidden, scores=width_importance(model, [tiny_batch()],
+                                                                               progress=False))
+
+
+def test_composed_with_head_pruning_and_layer_dropping_in_either_order_reloads(tmp_path):
+    """Head pruning (Llama: uniform, stock; BERT: per-layer, shipped modeling file) then width then dropping
+    a layer, and the planner's order (drop, width, heads): every result reloads and computes the same."""
+    for model_type in ("llama", "bert"):
+        hidden = 0.25 if model_type == "llama" else None
+        first = tiny_model(model_type)
+        drop_layers(_width(prune_heads(first, _heads_plan(model_type)), hidden), [1])
+        second = _width(drop_layers(tiny_model(model_type), [3]), hidden)
+        prune_heads(second, {k: v for k, v in _heads_plan(model_type).items() if k < 3})
+        for name, model in ((f"{model_type}-heads-width-drop", first), (f"{model_type}-drop-width-heads", second)):
+            assert arch.num_layers(model) == 3 and arch.intermediate_size(model) == 48
+            save_case(tmp_path / name, model, tiny_batch())
+    results = reload_fresh(tmp_path, trust_remote_code=True)
+    assert len(results) == 4
+    for name, out in results.items():
+        assert out["logits_diff"] <= 1e-5, (name, out["logits_diff"])
+        remote = name.startswith("bert")
+        assert out["module"].startswith("transformers_modules" if remote else "transformers.models"), name
+        assert out["config"]["intermediate_size"] == 48
+        if "same_tokens" in out:
+            assert out["same_tokens"], (name, out)
