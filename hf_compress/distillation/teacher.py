@@ -226,6 +226,10 @@ def cached_teacher_for(cache, student: nn.Module, args, train_dataset, tokenizer
     if args.alpha_logits > 0 and task != "base" and meta["logit_width"] != width:
         raise HfCompressError(f"`teacher_cache` holds logits over {meta['logit_width']} ids but the student has "
                               f"{width}: cache a teacher with the student's vocabulary (or label count)")
+    strategy = getattr(getattr(args, "eval_strategy", "no"), "value", getattr(args, "eval_strategy", "no"))
+    if strategy != "no":
+        raise HfCompressError(f"`eval_strategy` must be 'no' with a teacher_cache (only the training set is cached; "
+                              f"evaluate with a live teacher_model), got {strategy!r}")
     if not isinstance(train_dataset, datasets.Dataset):
         raise HfCompressError(f"`train_dataset` must be the datasets.Dataset the cache was built from (rows are "
                               f"matched by index), got {type(train_dataset).__name__}")

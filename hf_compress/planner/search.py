@@ -112,19 +112,21 @@ def plan_compression(model, calibration: list[str], *, tokenizer, target, task: 
                      max_drop: float | None = None, top_k: int = 3, heal_steps: int = 20,
                      distill_steps: int = 100, distill: dict | None = None, minutes: float | None = None,
                      log=None, latency_fn=None, seed: int = 0, batch_size: int = 8, max_length: int = 128,
-                     proxy_batches: int = 4, eval_texts: int = 64, progress: bool = True) -> Plan:
+                     proxy_batches: int = 4, eval_texts: int = 64, max_scored: int | None = 24,
+                     progress: bool = True) -> Plan:
     """Search a compression plan for ``model`` meeting ``target`` (``"speedup=4"``, ``"params=0.6"``,
     ``"mib=40"``, ``"latency-ms=30"``). ``teacher`` is the quality reference (default: ``model`` as given);
     ``heldout`` texts score the healed candidates (default: every 10th calibration text); ``log`` a JSON-lines
     file of measured candidates that a second call resumes from; ``latency_fn(models, inputs) -> seconds``
-    replaces the side-by-side timer (tests). The model is not changed."""
+    replaces the side-by-side timer (tests); ``max_scored`` caps the candidates meeting the target that get a
+    proxy (the closest to the target first; all of them with ``max_drop``). The model is not changed."""
     target = _check(target, calibration, max_drop, top_k, heal_steps, distill_steps, minutes)
     reference = teacher if teacher is not None else model
     flags = [p.requires_grad for p in reference.parameters()]  # a heal freezes its teacher: restored after
     try:
         return _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, max_drop, top_k,
                      heal_steps, distill_steps, distill, minutes, log, latency_fn, seed, batch_size, max_length,
-                     proxy_batches, eval_texts, progress)
+                     proxy_batches, eval_texts, max_scored, progress)
     finally:
         for p, flag in zip(reference.parameters(), flags):
             p.requires_grad_(flag)
@@ -132,7 +134,7 @@ def plan_compression(model, calibration: list[str], *, tokenizer, target, task: 
 
 def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, max_drop, top_k, heal_steps,
           distill_steps, distill, minutes, log, latency_fn, seed, batch_size, max_length, proxy_batches,
-          eval_texts, progress) -> Plan:
+          eval_texts, max_scored, progress) -> Plan:
     from ..evaluation import tokenize_batches
 
     start = time.perf_counter()
@@ -177,6 +179,12 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     meeting = [c for c in live if rows[c.key]["meets"]]
     in_play = meeting or sorted(live, key=lambda c: -target.goodness(rows[c.key]))[:top_k]
     in_play = sorted(in_play, key=lambda c: (target.goodness(rows[c.key]), c.order))  # least compressed first
+    if max_scored is not None and max_drop is None and len(in_play) > max_scored:
+        for cand in in_play[max_scored:]:
+            rows[cand.key]["status"] = "not scored (further past the target than the closest ones)"
+        notes.append(f"{len(in_play) - max_scored} of {len(in_play)} candidates meeting {target} were not scored: "
+                     f"the {max_scored} closest to the target were (compression past the target costs quality)")
+        in_play = in_play[:max_scored]
     structures = _Structures(ctx, base_layers)
     bar = tqdm(in_play, desc="auto: KL proxy after surgery", disable=not progress)
     for cand in bar:

@@ -87,13 +87,10 @@ def test_the_proxy_of_the_plan_is_that_of_its_surgery():
     assert p.predicted["proxy"] == pytest.approx(again, rel=1e-5, abs=1e-7)
 
 
-def test_same_seed_same_plan(speed_plan):
-    assert comparable(plan()) == comparable(speed_plan)
-
-
-def test_a_search_resumes_from_its_log_without_measuring_again(tmp_path):
+def test_same_seed_same_plan_and_a_search_resumes_from_its_log_without_measuring_again(speed_plan, tmp_path):
     log = tmp_path / "log.jsonl"
     first = plan(log=log)
+    assert comparable(first) == comparable(speed_plan)  # a fresh search, same seed: the same plan
     lines = log.read_text().splitlines()
     second = plan(log=log, latency_fn=never_called)
     assert comparable(second) == comparable(first)
@@ -141,3 +138,11 @@ def test_the_model_is_left_as_it_was():
                      max_length=32, latency_fn=fake_latency, progress=False, top_k=3)
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_only_the_candidates_closest_to_the_target_are_scored_when_capped():
+    p = plan(target="params=0.95", max_scored=2, top_k=1)
+    scored = [r for r in p.rows if r.get("proxy") is not None]
+    assert len(scored) == 2 and any("were not scored" in n for n in p.notes)
+    skipped = [r for r in p.rows if r.get("meets") and r.get("proxy") is None]
+    assert skipped and max(r["params_ratio"] for r in scored) >= max(r["params_ratio"] for r in skipped)
