@@ -1,7 +1,7 @@
 """Run a recipe: load -> stages in order (measured after each) -> save atomically with card and report ->
 optional push to the Hub.
 
-    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.2.distill.max_steps=10"])
+    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
     >>> print(result.table)
 """
 
