@@ -9,8 +9,10 @@ projection, norm and activation paths are relative to one layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # annotations only: reading the table (recipe validation) imports no torch
+    from torch import nn
 
 from .errors import UnsupportedArchitectureError
 

@@ -10,6 +10,7 @@ the command functions so that ``--help`` is fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,12 @@ logger = logging.getLogger("hf_compress")
 
 def _print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
+    return int(text)
 
 
 def _add_run_parser(sub) -> None:
@@ -60,27 +67,20 @@ def _cmd_run(args) -> int:
         recipe.output_dir = args.output_dir
     if args.push_to_hub:
         recipe.push_to_hub = args.push_to_hub
+    from .recipe.runner import check_destination, run_recipe
+
+    check_destination(recipe)  # output folder and repo id, before anything is loaded
     if args.dry_run:
         _print_json(recipe.to_dict()) if args.json else sys.stdout.write(recipe.to_yaml())
         return 0
-    from .recipe.runner import run_recipe
-
-    result = run_recipe(recipe, token=os.environ.get("HF_TOKEN"))
-    if args.json:
-        _print_json(
-            {
-                "output_dir": str(result.output_dir),
-                "rows": result.rows,  # after each stage: mem_bytes (weights in memory)
-                "measured": result.measured,  # base vs compressed, as bench: disk_bytes, latency_ms, speedup
-                "stages": result.records,
-                "seconds": result.seconds,
-            }
-        )
+    with contextlib.redirect_stdout(sys.stderr):  # stray prints (the Trainer's metrics dict) keep stdout clean
+        result = run_recipe(recipe, token=os.environ.get("HF_TOKEN"))
+    if args.json:  # rows: after each stage (mem_bytes); measured: base vs compressed, as bench
+        _print_json({"output_dir": str(result.output_dir), "rows": result.rows, "measured": result.measured,
+                     "stages": result.records, "seconds": result.seconds})
     else:
         sys.stdout.write(result.table + "\n")
-    logger.info(
-        "wrote %s in %.0f s (%.0f CPU-seconds)", result.output_dir, result.seconds, result.cpu_seconds
-    )
+    logger.info("wrote %s in %.0f s (%.0f CPU-seconds)", result.output_dir, result.seconds, result.cpu_seconds)
     return 0
 
 
@@ -98,7 +98,9 @@ def _add_validate_parser(sub) -> None:
 def _cmd_validate(args) -> int:
     from .recipe.schema import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    from .recipe.runner import check_destination
+
+    check_destination(recipe := load_recipe(args.recipe, args.overrides))
     stages = " -> ".join(s.name for s in recipe.stages) or "no stages"
     sys.stdout.write(f"ok: {args.recipe}: {stages}; output_dir {recipe.output_dir}\n")
     return 0
@@ -143,8 +145,8 @@ def _add_bench_parser(sub) -> None:
     p.add_argument(
         "--task", default=None, choices=RECIPE_TASKS, help="default: the recorded task, else from config.json"
     )
-    p.add_argument("--samples", type=int, default=64, help="held-out texts (default 64)")
-    p.add_argument("--repeats", type=int, default=7, help="latency repeats; the median is reported")
+    p.add_argument("--samples", type=_positive_int, default=64, help="held-out texts (default 64)")
+    p.add_argument("--repeats", type=_positive_int, default=7, help="latency repeats; the median is reported")
     p.add_argument(
         "--data", help="a .txt/.json/.jsonl file of texts instead of the bundled Wikipedia summaries"
     )

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .assets import wiki_texts  # the bundled corpus, split by the one held-out rule
+from .core.context import tokenize_batches  # shared with the stage context
 
 __all__ = [
     "param_count",
@@ -25,6 +26,7 @@ __all__ = [
     "checkpoint_bytes",
     "tokenize_batches",
     "perplexity",
+    "texts_for_tokens",
     "mean_pooled",
     "embedding_cosine",
     "latency_side_by_side",
@@ -65,14 +67,16 @@ def checkpoint_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in path.glob("*.safetensors"))
 
 
-def tokenize_batches(tokenizer, texts: Sequence[str], batch_size: int = 8, max_length: int = 128) -> list[dict]:
-    """Padded, truncated batches (``input_ids``, ``attention_mask``, ...) of ``texts`` in order."""
-    batches = []
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start : start + batch_size])
-        batches.append(dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
-                                      return_tensors="pt")))
-    return batches
+def texts_for_tokens(texts: Sequence[str], tokens: int, chars_per_token: float = 3.0) -> list[str]:
+    """The shortest prefix of ``texts`` with at least ``tokens * chars_per_token`` characters: enough text
+    for about ``tokens`` tokens (callers such as :func:`perplexity` cap the tokens exactly)."""
+    out, chars = [], 0
+    for t in texts:
+        out.append(t)
+        chars += len(t)
+        if chars >= tokens * chars_per_token:
+            break
+    return out
 
 
 @torch.inference_mode()

@@ -197,9 +197,9 @@ def setup(s: HealSettings, tiny: bool):
 
 
 def evaluate(model, tokenizer, corpora, s: HealSettings) -> dict[str, float]:
-    from hf_compress.evaluation import perplexity
+    from hf_compress.evaluation import perplexity, texts_for_tokens
 
-    return {name: perplexity(model, tokenizer, heal_data.prefix_for_tokens(texts, s.eval_tokens),
+    return {name: perplexity(model, tokenizer, texts_for_tokens(texts, s.eval_tokens),
                              max_length=s.eval_window, max_tokens=s.eval_tokens)
             for name, texts in corpora.heldout.items()}
 
@@ -213,9 +213,9 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
     blocks = heal_data.training_blocks(tokenizer, corpora, s.steps * s.batch_size + n_quant, s.seq_len)
     train_blocks, quant_blocks = blocks[: s.steps * s.batch_size], blocks[s.steps * s.batch_size:]
     calib = [{"input_ids": b} for b in quant_blocks.split(s.batch_size)]
-    score_texts = heal_data.prefix_for_tokens(corpora.train["wiki"], s.calib_texts * s.seq_len)[: s.calib_texts]
-    from hf_compress.evaluation import tokenize_batches
+    from hf_compress.evaluation import texts_for_tokens, tokenize_batches
 
+    score_texts = texts_for_tokens(corpora.train["wiki"], s.calib_texts * s.seq_len)[: s.calib_texts]
     score_batches = [{k: v.to(device) for k, v in b.items()}
                      for b in tokenize_batches(tokenizer, score_texts, batch_size=8, max_length=s.seq_len)]
     rows = [dict(compression="-", model="original", ppl=evaluate(teacher, tokenizer, corpora, s),
@@ -283,13 +283,11 @@ def make_settings(args) -> HealSettings:
 
 
 def output_path(args, settings: HealSettings) -> Path:
-    """``--output``, else the published table for the full and GPU presets, else a temporary file: a
-    ``--quick`` or ``--tiny`` run never overwrites ``benchmarks/heal.md`` unless asked to by name."""
-    if args.output:
-        return Path(args.output)
-    if settings.preset in ("quick", "tiny"):
-        return Path(tempfile.gettempdir()) / f"bench_heal-{settings.preset}.md"
-    return ROOT / "benchmarks" / "heal.md"
+    """``--output``, else ``benchmarks/heal.md`` for the full and GPU presets, else a temporary file: a
+    ``--quick`` or ``--tiny`` run never overwrites the published table unless asked to by name."""
+    from hf_compress.evaluation import report_path
+
+    return report_path(args.output, ROOT / "benchmarks" / "heal.md", smoke=settings.preset in ("quick", "tiny"))
 
 
 def main(argv=None) -> int:

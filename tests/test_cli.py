@@ -280,17 +280,18 @@ def test_json_output_and_runtime_failure_exit_1(tmp_path, texts_file, capsys):
     data = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in data["rows"]] == ["base", "1. student_from_teacher"]
     assert data["rows"][1]["params"] < data["rows"][0]["params"]
-    # 9 layers out of a 4-layer model: only knowable after loading -> runtime failure, exit 1, one line
+    # 9 layers out of a 4-layer model: only knowable after loading, but the recipe's value -> exit 2, one line
     bad = base + [
         "--set",
         "stages.0.student_from_teacher.num_layers=9",
         "--output-dir",
         str(tmp_path / "bad"),
     ]
-    assert main(bad) == 1
+    assert main(bad) == 2
     err = capsys.readouterr().err
     assert (
-        err.splitlines()[-1].startswith("hf-compress run: failed: SurgeryError:") and "Traceback" not in err
+        err.splitlines()[-1].startswith("hf-compress run: error: stages[0].student_from_teacher:")
+        and "Traceback" not in err
     )
     assert not (tmp_path / "bad").exists()
 

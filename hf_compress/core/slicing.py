@@ -22,28 +22,25 @@ def _replace(module: nn.Module, name: str, value: torch.Tensor) -> None:
                                        requires_grad=old.requires_grad))
 
 
+def _keep(module: nn.Module, index: torch.Tensor, rows: bool) -> None:
+    with torch.no_grad():
+        weight = weight_out_in(module)
+        weight = weight[index] if rows else weight[:, index]  # (len(index), in) or (out, len(index))
+        _replace(module, "weight", weight.t() if is_conv1d(module) else weight)
+        if rows and module.bias is not None:
+            _replace(module, "bias", module.bias[index])
+        size = {(True, True): "nf", (True, False): "nx", (False, True): "out_features", (False, False): "in_features"}
+        setattr(module, size[is_conv1d(module), rows], len(index))
+
+
 def keep_out_rows(module: nn.Module, rows: torch.Tensor) -> None:
     """Keep only output features ``rows`` (weight and bias), in the order given."""
-    with torch.no_grad():
-        weight = weight_out_in(module)[rows]  # (len(rows), in)
-        _replace(module, "weight", weight.t() if is_conv1d(module) else weight)
-        if module.bias is not None:
-            _replace(module, "bias", module.bias[rows])
-        if is_conv1d(module):
-            module.nf = len(rows)
-        else:
-            module.out_features = len(rows)
+    _keep(module, rows, rows=True)
 
 
 def keep_in_cols(module: nn.Module, cols: torch.Tensor) -> None:
     """Keep only input features ``cols``, in the order given (the bias is unchanged)."""
-    with torch.no_grad():
-        weight = weight_out_in(module)[:, cols]  # (out, len(cols))
-        _replace(module, "weight", weight.t() if is_conv1d(module) else weight)
-        if is_conv1d(module):
-            module.nx = len(cols)
-        else:
-            module.in_features = len(cols)
+    _keep(module, cols, rows=False)
 
 
 def zero_out_rows(module: nn.Module, rows: torch.Tensor) -> None:

@@ -103,13 +103,14 @@ def lm_head_of(model):
     return head.weight, head.bias, getattr(model.config, "final_logit_softcapping", None)
 
 
-def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, coeffs, chunk_rows: int):
+def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, coeffs, chunk_rows: int,
+                         vocab: int | None = None):
     """KD and task sums of a causal LM batch, chunked over the rows that count.
 
     ``s_hidden`` (B, T, d): the student's final hidden states; ``head``: :func:`lm_head_of` of the student;
     ``teacher``: a TeacherOutput (dense logits, top-k, or ``final_hidden`` + ``head``); ``logit_mask`` (B, T-1);
-    ``labels`` (B, T) or None; ``coeffs`` (2,): weights of the KD and task sums. Returns (weighted loss,
-    KD sum, task sum).
+    ``labels`` (B, T) or None; ``coeffs`` (2,): weights of the KD and task sums; ``vocab``: compare only the
+    first ``vocab`` logits (vocabularies that differ by padding rows). Returns (weighted loss, KD sum, task sum).
     """
     from .losses import token_cross_entropy, topk_buckets
 
@@ -130,14 +131,15 @@ def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, c
         zero = logits.new_zeros(())
         kd = zero
         if float(coeffs[0]) != 0 and bool(kd_mask[lo:hi].any()):
+            s_kd = logits[:, :vocab]
             if teacher.topk_ids is not None:
-                s_b, t_b = topk_buckets(logits, *(t[lo:hi] for t in t_rows))
+                s_b, t_b = topk_buckets(s_kd, *(t[lo:hi] for t in t_rows))
             elif teacher.final_hidden is not None:
                 with torch.no_grad():
-                    t_b = head_logits(t_rows[0][lo:hi], *teacher.head)
-                s_b = logits
+                    t_b = head_logits(t_rows[0][lo:hi], *teacher.head)[:, :vocab]
+                s_b = s_kd
             else:
-                s_b, t_b = logits, t_rows[0][lo:hi]
+                s_b, t_b = s_kd, t_rows[0][lo:hi, :vocab]
             kd = loss_fn(s_b, t_b, mask=kd_mask[lo:hi], reduction="sum")
         task = zero
         if targets is not None and float(coeffs[1]) != 0:

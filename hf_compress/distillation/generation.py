@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from ..core.modules import eval_mode
+
 __all__ = ["generate_completions", "prompts_of"]
 
 
@@ -64,16 +66,11 @@ def generate_completions(model, inputs: dict, max_new_tokens: int, temperature: 
     """The batch rebuilt from ``model``'s sampled completions of its prompts (see the module docstring)."""
     pad_id, eos_id = _special_ids(model)
     ids, attn = left_padded(prompts_of(inputs), pad_id)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            out = model.generate(input_ids=ids, attention_mask=attn, do_sample=True, temperature=temperature,
-                                 top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=0,
-                                 pad_token_id=pad_id, eos_token_id=eos_id)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        out = model.generate(input_ids=ids, attention_mask=attn, do_sample=True, temperature=temperature,
+                             top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, min_new_tokens=0,
+                             pad_token_id=pad_id, eos_token_id=eos_id)
     new = out[:, ids.shape[1]:]  # (B, N)
     valid = torch.ones_like(new, dtype=torch.bool)
     if eos_id is not None:  # keep up to and including the first end-of-sequence token

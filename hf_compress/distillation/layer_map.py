@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..arch import hidden_size
 from ..errors import CheckpointError, HfCompressError
 from .options import parse_layer_map
 
@@ -48,13 +49,9 @@ def resolve_layer_pairs(layer_map, n_student: int, n_teacher: int,
 
 
 def hidden_width(model: nn.Module) -> int:
-    """Residual width of a transformers model (``hidden_size``, ``n_embd`` or ``dim``)."""
-    config = model.config
-    for key in ("hidden_size", "n_embd", "dim", "d_model"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    raise HfCompressError(f"cannot find the hidden width of {type(model).__name__}: its config has no hidden_size")
+    """Residual width of a transformers model (:func:`hf_compress.arch.hidden_size`, which also reads the
+    config of a family outside the table, e.g. a teacher)."""
+    return hidden_size(model)
 
 
 class HiddenProjections(nn.Module):

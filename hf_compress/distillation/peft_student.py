@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..core.modules import eval_mode
 from ..errors import HfCompressError
 from .teacher import LiveTeacher, TeacherOutput, check_compatible, model_task, prepare_teacher
 
@@ -57,14 +58,10 @@ class AdapterOffTeacher:
         self.student, self.model = student, base_of(student)
 
     def __call__(self, inputs: dict, hidden_layers=()) -> TeacherOutput:
-        was_training = self.model.training
-        self.model.eval()  # dropout off for the teacher's pass, restored for the student's
-        try:
-            with torch.no_grad(), self.student.disable_adapter():
-                out = self.model(**{k: v for k, v in inputs.items() if k != "labels"},
-                                 output_hidden_states=bool(hidden_layers))
-        finally:
-            self.model.train(was_training)
+        # dropout off for the teacher's pass, restored for the student's
+        with eval_mode(self.model), self.student.disable_adapter():
+            out = self.model(**{k: v for k, v in inputs.items() if k != "labels"},
+                             output_hidden_states=bool(hidden_layers))
         hidden = {j: out.hidden_states[j] for j in hidden_layers}
         return TeacherOutput(logits=getattr(out, "logits", None), hidden_states=hidden)
 

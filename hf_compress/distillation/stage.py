@@ -77,6 +77,11 @@ def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
     return None
 
 
+def _max_length(ctx, cfg: DistillConfig) -> int:
+    """The recipe's max_length, never past the model's position limit (tiny.yaml: 64 positions)."""
+    return min(cfg.max_length, ctx.max_positions or cfg.max_length)
+
+
 def distill_stage(ctx, cfg: DistillConfig):
     import datasets
     import torch
@@ -86,7 +91,7 @@ def distill_stage(ctx, cfg: DistillConfig):
 
     has_logits = ctx.task != "feature-extraction"
     alpha_logits = cfg.alpha_logits if cfg.alpha_logits is not None else (1.0 if has_logits else 0.0)
-    enc = ctx.tokenizer(ctx.texts, truncation=True, max_length=cfg.max_length)
+    enc = ctx.tokenizer(ctx.texts, truncation=True, max_length=_max_length(ctx, cfg))
     dataset = datasets.Dataset.from_dict({k: list(v) for k, v in enc.items()})
     with tempfile.TemporaryDirectory(prefix="hf_compress-distill-") as out:
         args = DistillationArguments(
@@ -152,5 +157,5 @@ def _cache_once(ctx, cfg: DistillConfig, dataset, alpha_logits: float) -> str:
         pairs = resolve_layer_pairs(cfg.layer_map, num_layers(ctx.model), num_layers(ctx.teacher))
         layers = sorted({t for _, t in pairs})
     return cache_teacher_outputs(ctx.teacher, dataset, cfg.teacher_cache, top_k=cfg.top_k if alpha_logits else 0,
-                                 hidden_layers=layers, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                                 hidden_layers=layers, max_length=_max_length(ctx, cfg), batch_size=cfg.batch_size,
                                  tokenizer=ctx.tokenizer)

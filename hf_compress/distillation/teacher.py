@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import HfCompressError
 from ..tasks import head_of, task_of_head
 
-__all__ = ["LiveTeacher", "TeacherOutput", "check_compatible", "load_teacher", "model_task", "prepare_teacher"]
+__all__ = ["LiveTeacher", "TeacherOutput", "check_compatible", "shared_vocab", "load_teacher", "model_task", "prepare_teacher"]
 
 
 def model_task(model: nn.Module) -> str:
@@ -56,12 +56,6 @@ def check_compatible(student: nn.Module, teacher: nn.Module, need_logits: bool) 
         raise HfCompressError("`teacher_model` is the student itself; pass a separate (e.g. deep-copied) teacher")
     task = model_task(student)
     s_cfg, t_cfg = student.config, teacher.config
-    s_vocab, t_vocab = getattr(s_cfg, "vocab_size", None), getattr(t_cfg, "vocab_size", None)
-    if s_vocab is not None and t_vocab is not None and s_vocab != t_vocab:
-        raise HfCompressError(
-            f"teacher vocab_size {t_vocab} differs from the student's {s_vocab}: token ids would mean different "
-            f"tokens. Use a teacher and student that share one tokenizer"
-        )
     if task in ("sequence-classification", "token-classification") and s_cfg.num_labels != t_cfg.num_labels:
         raise HfCompressError(
             f"teacher num_labels {t_cfg.num_labels} differs from the student's {s_cfg.num_labels}; "
@@ -107,6 +101,8 @@ class TeacherOutput:
 class LiveTeacher:
     """A teacher model run on every micro-batch (no gradients, kept in eval mode)."""
 
+    chunkable = True  # can hand over final hidden states + LM head instead of logits (chunked losses)
+
     def __init__(self, model: nn.Module):
         self.model = model
 
@@ -133,6 +129,8 @@ class CachedTeacher:
     comparing token ids). A valid loss position outside the cached tokens, or a row whose tokens differ from the
     example's, is an error: the cache was built from other data.
     """
+
+    chunkable = True
 
     def __init__(self, data, meta: dict, dtype: torch.dtype):
         from .cache_format import ROW_COLUMN
@@ -227,6 +225,15 @@ def cached_teacher_for(cache, student: nn.Module, args, train_dataset, tokenizer
         if args.logit_loss == "mse":
             raise HfCompressError("`logit_loss` must be forward_kl, reverse_kl or jsd with a teacher cache (it "
                                   "holds top-k logits only), got 'mse'")
+    s_cfg = student.config
+    width = s_cfg.num_labels if task == "sequence-classification" else getattr(s_cfg, "vocab_size", None)
+    if args.alpha_logits > 0 and task != "base" and meta["logit_width"] != width:
+        raise HfCompressError(f"`teacher_cache` holds logits over {meta['logit_width']} ids but the student has "
+                              f"{width}: cache a teacher with the student's vocabulary (or label count)")
+    strategy = getattr(getattr(args, "eval_strategy", "no"), "value", getattr(args, "eval_strategy", "no"))
+    if strategy != "no":
+        raise HfCompressError(f"`eval_strategy` must be 'no' with a teacher_cache (only the training set is cached; "
+                              f"evaluate with a live teacher_model), got {strategy!r}")
     if not isinstance(train_dataset, datasets.Dataset):
         raise HfCompressError(f"`train_dataset` must be the datasets.Dataset the cache was built from (rows are "
                               f"matched by index), got {type(train_dataset).__name__}")
@@ -246,3 +253,41 @@ def cached_teacher_for(cache, student: nn.Module, args, train_dataset, tokenizer
         train_dataset = train_dataset.remove_columns(ROW_COLUMN)
     train_dataset = train_dataset.add_column(ROW_COLUMN, list(range(len(train_dataset))))
     return CachedTeacher(data, meta, student.dtype), task, (meta["num_layers"], meta["hidden_size"]), train_dataset
+
+
+def _mapping(tokenizer, n: int) -> list:
+    return tokenizer.convert_ids_to_tokens(list(range(n)))
+
+
+def shared_vocab(student_vocab, teacher_vocab, tokenizer=None, teacher_tokenizer=None) -> int | None:
+    """``None`` when the vocabularies are equal; else the common prefix size to distil over, after checking
+    that every real token id lies in it and both tokenizers map those ids identically (logged once).
+
+    Teachers and students of one family often differ only by padding rows of the embedding (151,936 vs
+    152,064 in Qwen2.5). Anything else is refused, naming both sizes and what differs.
+    """
+    if student_vocab is None or teacher_vocab is None or student_vocab == teacher_vocab:
+        return None
+    common = min(student_vocab, teacher_vocab)
+    head = f"teacher vocab_size {teacher_vocab} differs from the student's {student_vocab}"
+    tok_s, tok_t = tokenizer, teacher_tokenizer if teacher_tokenizer is not None else tokenizer
+    if tok_s is None or not hasattr(tok_s, "convert_ids_to_tokens"):
+        raise HfCompressError(f"{head}: pass the tokenizer as `processing_class` (and `teacher_tokenizer` if the "
+                              f"teacher has its own) so the shared ids can be checked, or use one vocabulary")
+    n_s, n_t = len(tok_s), len(tok_t)
+    if max(n_s, n_t) > common:
+        raise HfCompressError(f"{head}: the tokenizers have {n_s} (student) and {n_t} (teacher) tokens, more than "
+                              f"the common {common} ids; token ids would reach rows one model does not have")
+    if tok_t is not tok_s:
+        a, b = _mapping(tok_s, min(n_s, n_t)), _mapping(tok_t, min(n_s, n_t))
+        diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        if diff is not None or n_s != n_t:
+            what = f"id {diff} is {a[diff]!r} vs {b[diff]!r}" if diff is not None else f"{n_s} vs {n_t} tokens"
+            raise HfCompressError(f"{head} and the tokenizers map ids differently ({what}): token ids would mean "
+                                  f"different tokens; use a teacher and student that share one tokenizer")
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "%s only by padding rows (the tokenizers share ids 0..%d): distilling over the common %d ids",
+        head, max(n_s, n_t) - 1, common)
+    return common

@@ -40,7 +40,7 @@ from .generation import generate_completions
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
 from .peft_student import base_of, check_student, teacher_source
-from .teacher import cached_teacher_for, load_teacher
+from .teacher import cached_teacher_for, load_teacher, shared_vocab
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
@@ -69,7 +69,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
 
     def __init__(self, model=None, teacher_model=None, args: DistillationArguments | None = None,
-                 teacher_trust_remote_code: bool = False, teacher_cache=None, **kwargs):
+                 teacher_trust_remote_code: bool = False, teacher_cache=None, teacher_tokenizer=None, **kwargs):
         if not isinstance(args, DistillationArguments):
             raise HfCompressError(f"`args` must be a DistillationArguments, got {type(args).__name__}")
         if (teacher_model is None) == (teacher_cache is None):
@@ -97,11 +97,18 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             self.teacher = None
         self.teacher_source, self.task = source, task
         self.causal = self.task == "causal-lm"
+        t_vocab = getattr(self.teacher.config, "vocab_size", None) if self.teacher is not None else None
+        common = shared_vocab(getattr(student.config, "vocab_size", None), t_vocab, kwargs.get("processing_class"),
+                              teacher_tokenizer)
+        self.vocab = common if self.task in ("causal-lm", "masked-lm") else None  # logits cut to the common ids
         if args.logit_chunk_size and not self.causal:
             raise HfCompressError(f"`logit_chunk_size` must be 0 for a {self.task} student (chunking is for causal "
                                   f"LMs), got {args.logit_chunk_size}")
         if args.logit_chunk_size:
             lm_head_of(student)  # an nn.Linear head, or a clear error now
+            if not getattr(source, "chunkable", False):
+                raise HfCompressError(f"`logit_chunk_size` must be 0 with a {type(source).__name__} teacher (it "
+                                      f"returns logits only), got {args.logit_chunk_size}")
         self._generating = args.lmbda > 0 or args.seq_kd
         for name in ("lmbda", "seq_kd"):
             if getattr(args, name) and (not self.causal or teacher_cache is not None):
@@ -182,7 +189,8 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                           if (use_task and not chunk or k != "labels") and k != ROW_COLUMN}
         extra = {"logits_to_keep": 1, "output_hidden_states": True} if chunk else {}
         s_out = model(**student_inputs, **{"output_hidden_states": want_hidden, **extra})
-        t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}), final_hidden=chunk)
+        t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}),
+                                    **({"final_hidden": True} if chunk else {}))
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
         if chunk:
@@ -191,11 +199,11 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                                    (args.alpha_task / counts.task.item() * wf) if use_task else 0.0])
             out["head_loss"], out["kd"], out["task"] = chunked_causal_terms(
                 s_out.hidden_states[-1], lm_head_of(model), t_out, logit_mask, labels, self._logit_loss, coeffs,
-                args.logit_chunk_size)
+                args.logit_chunk_size, vocab=self.vocab)
         elif args.alpha_logits > 0:
             cut = (lambda x: x[:, :-1]) if self.causal else (lambda x: x)  # (B, T-1, V): i predicts i+1
-            if t_out.logits is not None:
-                s_logits, t_logits = cut(s_out.logits), cut(t_out.logits)
+            if t_out.logits is not None:  # a teacher with padding rows: the common ids only
+                s_logits, t_logits = cut(s_out.logits)[..., :self.vocab], cut(t_out.logits)[..., :self.vocab]
             else:  # cached top-k: k buckets + one tail bucket on both sides
                 s_logits, t_logits = losses.topk_buckets(cut(s_out.logits), cut(t_out.topk_ids),
                                                          cut(t_out.topk_logits), cut(t_out.tail_logsumexp))

@@ -63,16 +63,6 @@ def optional_versions() -> dict[str, str | None]:
     return out
 
 
-def _check_target(final: Path) -> None:
-    if final.exists() and not final.is_dir():
-        raise CheckpointError(f"output path {str(final)!r} is a file; give a folder path")
-    if final.is_dir() and any(final.iterdir()) and not (final / COMPRESSION_CONFIG).is_file():
-        raise CheckpointError(
-            f"output folder {str(final)!r} is not empty and was not written by hf_compress; "
-            f"choose another output_dir or empty it"
-        )
-
-
 def save_compressed(
     model,
     output_dir: str | os.PathLike,
@@ -90,37 +80,38 @@ def save_compressed(
     Returns the final folder. On any error the temporary folder is removed and an earlier output is kept.
     """
     from ..core.checks import check_finite_weights
+    from .output_dir import MANIFEST_KEY, check_output_dir, folder_files, output_lock
 
-    final = Path(output_dir).absolute()
-    _check_target(final)
+    check_output_dir(output_dir, recover=False)
     check_finite_weights(model, CheckpointError)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    tmp = final.parent / f".{final.name}.tmp-{token}"
-    old = final.parent / f".{final.name}.old-{token}"
-    tmp.mkdir()
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if extra is not None:
-            extra(tmp)
-        # written last (``extra`` may still add measurements): it marks a folder hf_compress finished
-        config = {"format_version": 1, **(compression_config or {}), "versions": library_versions()}
-        (tmp / COMPRESSION_CONFIG).write_text(
-            json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8"
-        )
-        if verify is not None:
-            verify(tmp)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not final.exists():
-            os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    with output_lock(output_dir) as final:
+        check_output_dir(final)  # under the lock: recover a killed save, then re-check what is there
+        token = uuid.uuid4().hex[:8]
+        tmp = final.parent / f".{final.name}.tmp-{token}"
+        old = final.parent / f".{final.name}.old-{token}"
+        tmp.mkdir()
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            if extra is not None:
+                extra(tmp)
+            # written last (``extra`` may still add measurements): it marks a folder hf_compress finished and
+            # lists every file in it, so a later save replaces only what hf_compress wrote
+            config = {"format_version": 1, **(compression_config or {}), "versions": library_versions()}
+            config[MANIFEST_KEY] = sorted(folder_files(tmp) + [COMPRESSION_CONFIG])
+            (tmp / COMPRESSION_CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n", encoding="utf-8")
+            if verify is not None:
+                verify(tmp)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old.exists() and not final.exists():
+                os.replace(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     logger.info("saved %s", final)
     return final
 
@@ -145,11 +136,11 @@ def load_compressed(
     from ..methods.int8.loader import register
     from ..tasks import auto_class
 
+    from .folder_checks import check_loading_info, check_model_folder
+
     register()  # the int8 loader, as `import hf_compress` does
 
-    if not (Path(path) / "config.json").is_file():
-        raise CheckpointError(f"{str(path)!r} is not a checkpoint folder (no config.json)")
-    auto_map = json.loads((Path(path) / "config.json").read_text()).get("auto_map")
+    auto_map = check_model_folder(path).get("auto_map")  # family, safetensors only, before any weight
     if auto_map and not trust_remote_code:
         raise CheckpointError(
             f"{str(path)!r} ships its own modeling code (auto_map: {sorted(auto_map)[0]}, ...; e.g. "
@@ -159,7 +150,11 @@ def load_compressed(
     if task is None:
         task = ((read_compression_config(path) or {}).get("recipe") or {}).get("task", "feature-extraction")
     auto = auto_class(task, CheckpointError)
-    return auto.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs).eval()
+    model, info = auto.from_pretrained(
+        path, trust_remote_code=trust_remote_code, use_safetensors=True, output_loading_info=True, **kwargs
+    )
+    check_loading_info(info, str(path))
+    return model.eval()
 
 
 def _tensor_stats(folder: Path) -> dict:

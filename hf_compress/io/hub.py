@@ -14,12 +14,18 @@ from pathlib import Path
 from ..errors import CheckpointError
 from .checkpoint import COMPRESSION_CONFIG
 
-__all__ = ["push_to_hub"]
+__all__ = ["push_to_hub", "check_repo_id"]
 
 logger = logging.getLogger(__name__)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SKIP = {".git", ".cache", "__pycache__"}
+
+
+def check_repo_id(repo_id) -> None:
+    """Raise :class:`CheckpointError` unless ``repo_id`` looks like ``user/name``."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+        raise CheckpointError(f"push_to_hub: repo_id must look like `user/name`, got {repo_id!r}")
 
 
 def _files(folder: Path) -> list[Path]:
@@ -53,8 +59,7 @@ def push_to_hub(
     that records the calls. Returns the ``CommitInfo`` of the commit.
     """
     folder = Path(folder)
-    if not _REPO_ID.match(repo_id or ""):
-        raise CheckpointError(f"repo_id must look like `user/name`, got {repo_id!r}")
+    check_repo_id(repo_id)
     if not (folder / "config.json").is_file() or not (folder / "README.md").is_file():
         raise CheckpointError(
             f"{str(folder)!r} is not a finished hf_compress output (needs config.json and "

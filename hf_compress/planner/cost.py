@@ -10,40 +10,18 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
-
 import torch
 
+from ..core.context import StageContext
 from ..core.registry import get_method
 from ..errors import HfCompressError
 from .space import Candidate
 
-__all__ = ["PlanContext", "run_stages", "CostModel", "LatencyFn"]
+__all__ = ["run_stages", "CostModel", "LatencyFn"]
 
 logger = logging.getLogger(__name__)
 
 LatencyFn = object  # (models: dict[str, Module], inputs: dict) -> dict[str, seconds]
-
-
-@dataclass
-class PlanContext:
-    """The stage context a method handler expects (duck-typed like the recipe's ``StageContext``)."""
-
-    model: torch.nn.Module
-    teacher: torch.nn.Module
-    tokenizer: object
-    texts: list[str]
-    task: str
-    seed: int = 0
-    batch_size: int = 8
-    max_length: int = 128
-    records: list[dict] = field(default_factory=list)
-
-    def batches(self, n: int) -> list[dict]:
-        from ..evaluation import tokenize_batches
-
-        texts = self.texts[: n * self.batch_size]
-        return tokenize_batches(self.tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length)
 
 
 def stage_config(name: str, fields: dict):
@@ -54,7 +32,7 @@ def stage_config(name: str, fields: dict):
         raise HfCompressError(f"stage {name} does not take {sorted(fields)}: {exc}") from None
 
 
-def run_stages(ctx: PlanContext, stages: list[tuple[str, dict]]) -> list[dict]:
+def run_stages(ctx: StageContext, stages: list[tuple[str, dict]]) -> list[dict]:
     """Run ``stages`` on ``ctx.model`` through the registry (as the recipe runner does); their records."""
     records = []
     for name, fields in stages:
@@ -76,7 +54,7 @@ class CostModel:
     """Exact size and measured latency of candidate shapes; ``cache`` (shape key -> numbers) is what the
     planner's log saves, so a resumed search measures no shape twice."""
 
-    def __init__(self, base_ctx: PlanContext, base_layers: int, latency_inputs: dict, latency_fn=None,
+    def __init__(self, base_ctx: StageContext, base_layers: int, latency_inputs: dict, latency_fn=None,
                  cache: dict | None = None, repeats: int = 5):
         from ..evaluation import param_count
 

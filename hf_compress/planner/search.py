@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from .. import arch
 from ..core.registry import methods
 from ..errors import HfCompressError
-from .cost import CostModel, PlanContext, run_stages
+from ..core.context import StageContext
+from .cost import CostModel, run_stages
 from .plan import Plan, SearchLog
 from .quality import proxy_loss, quality_score
 from .search_steps import final_stages, heal_fields, pick, summary
@@ -73,7 +74,7 @@ class _Structures:
     """Real surgery (importance on the calibration texts) of candidate structures, by stage prefix, so that
     e.g. the model with 2 layers dropped is computed once for every heads / int8 variant of it."""
 
-    def __init__(self, ctx: PlanContext, base_layers: int, size: int = 6):
+    def __init__(self, ctx: StageContext, base_layers: int, size: int = 6):
         self.ctx, self.base_layers, self.size = ctx, base_layers, size
         self._cache: OrderedDict = OrderedDict()  # stage prefix -> (model, records)
 
@@ -111,19 +112,21 @@ def plan_compression(model, calibration: list[str], *, tokenizer, target, task: 
                      max_drop: float | None = None, top_k: int = 3, heal_steps: int = 20,
                      distill_steps: int = 100, distill: dict | None = None, minutes: float | None = None,
                      log=None, latency_fn=None, seed: int = 0, batch_size: int = 8, max_length: int = 128,
-                     proxy_batches: int = 4, eval_texts: int = 64, progress: bool = True) -> Plan:
+                     proxy_batches: int = 4, eval_texts: int = 64, max_scored: int | None = 24,
+                     progress: bool = True) -> Plan:
     """Search a compression plan for ``model`` meeting ``target`` (``"speedup=4"``, ``"params=0.6"``,
     ``"mib=40"``, ``"latency-ms=30"``). ``teacher`` is the quality reference (default: ``model`` as given);
     ``heldout`` texts score the healed candidates (default: every 10th calibration text); ``log`` a JSON-lines
     file of measured candidates that a second call resumes from; ``latency_fn(models, inputs) -> seconds``
-    replaces the side-by-side timer (tests). The model is not changed."""
+    replaces the side-by-side timer (tests); ``max_scored`` caps the candidates meeting the target that get a
+    proxy (the closest to the target first; all of them with ``max_drop``). The model is not changed."""
     target = _check(target, calibration, max_drop, top_k, heal_steps, distill_steps, minutes)
     reference = teacher if teacher is not None else model
     flags = [p.requires_grad for p in reference.parameters()]  # a heal freezes its teacher: restored after
     try:
         return _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, max_drop, top_k,
                      heal_steps, distill_steps, distill, minutes, log, latency_fn, seed, batch_size, max_length,
-                     proxy_batches, eval_texts, progress)
+                     proxy_batches, eval_texts, max_scored, progress)
     finally:
         for p, flag in zip(reference.parameters(), flags):
             p.requires_grad_(flag)
@@ -131,7 +134,7 @@ def plan_compression(model, calibration: list[str], *, tokenizer, target, task: 
 
 def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, max_drop, top_k, heal_steps,
           distill_steps, distill, minutes, log, latency_fn, seed, batch_size, max_length, proxy_batches,
-          eval_texts, progress) -> Plan:
+          eval_texts, max_scored, progress) -> Plan:
     from ..evaluation import tokenize_batches
 
     start = time.perf_counter()
@@ -141,7 +144,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     base_layers = arch.num_layers(model)
     table = methods()
     cands, notes = build_space(base_layers, set(table), target, space)
-    ctx = PlanContext(model=model, teacher=original, tokenizer=tokenizer, texts=list(calibration), task=task,
+    ctx = StageContext(model=model, teacher=original, tokenizer=tokenizer, texts=list(calibration), task=task,
                       seed=seed, batch_size=batch_size, max_length=max_length)
     scoring = list(heldout) if heldout else list(calibration[::10])
     score_batches = tokenize_batches(tokenizer, scoring[:eval_texts], batch_size=16, max_length=max_length)
@@ -170,12 +173,19 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
         notes.append(f"{count} candidates {reason}")
     live = [c for c in cands if "status" not in rows[c.key]]
     if target.is_speed:
-        live = _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress)
+        live = _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress,
+                            logged=lambda c: c.shape_key in slog.latency)
     for cand in live:
         rows[cand.key]["meets"] = target.meets(rows[cand.key])
     meeting = [c for c in live if rows[c.key]["meets"]]
     in_play = meeting or sorted(live, key=lambda c: -target.goodness(rows[c.key]))[:top_k]
     in_play = sorted(in_play, key=lambda c: (target.goodness(rows[c.key]), c.order))  # least compressed first
+    if max_scored is not None and max_drop is None and len(in_play) > max_scored:
+        for cand in in_play[max_scored:]:
+            rows[cand.key]["status"] = "not scored (further past the target than the closest ones)"
+        notes.append(f"{len(in_play) - max_scored} of {len(in_play)} candidates meeting {target} were not scored: "
+                     f"the {max_scored} closest to the target were (compression past the target costs quality)")
+        in_play = in_play[:max_scored]
     structures = _Structures(ctx, base_layers)
     bar = tqdm(in_play, desc="auto: KL proxy after surgery", disable=not progress)
     for cand in bar:
@@ -238,7 +248,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     )
 
 
-def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress):
+def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress, logged):
     """Latency of every float shape, measured; of an int8 candidate, estimated as its float shape's times the
     int8 gain measured on the base shape (compiling every int8 shape would cost minutes each), and measured
     on its own shape once it is shortlisted. Returns the candidates still in the search."""
@@ -259,7 +269,7 @@ def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_
     live = [c for c in live if c.int8 is None or gains.get(c.int8, 0.0) > 1.0]
     for cand in tqdm([c for c in live if c.int8 is None], desc="auto: latency of candidate shapes",
                      disable=not progress, leave=False):
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline and not logged(cand):  # a resumed search still reads its log
             rows[cand.key]["status"] = "not measured (time budget)"
             continue
         latency(cand)

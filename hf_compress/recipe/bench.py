@@ -68,9 +68,13 @@ def bench(
 
     if samples < 1 or repeats < 1:
         raise HfCompressError(f"--samples and --repeats must be >= 1, got {samples} and {repeats}")
+    from ..io.folder_checks import check_model_folder
+
     paths = {"model": resolve_model_path(model)}
     if baseline:
         paths = {"baseline": resolve_model_path(baseline), **paths}
+    for p in paths.values():
+        check_model_folder(p)  # a supported family and safetensors weights, before anything is loaded
     task = _task_of(paths["model"], task)
     models = {k: load_compressed(p, task=task, trust_remote_code=trust_remote_code) for k, p in paths.items()}
     if compiled and any(isinstance(m, Int8Linear) for m in models["model"].modules()):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import RecipeError
 from ..tasks import get_task
+from ..io.folder_checks import check_loading_info, check_model_folder
 from .schema import DataSpec, ModelSpec
 
 __all__ = ["load_model", "load_texts", "char_tokenizer"]
@@ -55,6 +56,26 @@ def _resolve(name: str) -> str:
     return name
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model")
+
+
+def _known_config_keys(cfg: dict, spec: ModelSpec) -> dict:
+    """``cfg`` after refusing keys the family's config class does not know (a typo would be kept silently)."""
+    import difflib
+
+    import transformers
+
+    cls = transformers.AutoConfig.for_model(spec.config["model_type"]).__class__
+    known = set(cls().to_dict()) | set(getattr(cls, "attribute_map", {}))
+    for key in cfg:
+        if key not in known:
+            match = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean `{match[0]}`?" if match else ""
+            raise RecipeError(f"model.config.{key}: unknown key for {cls.__name__}{hint}")
+    return cfg
+
+
 def load_model(spec: ModelSpec, task: str, seed: int = 0):
     """``(model, tokenizer, source)``: the model in eval mode, its tokenizer and the folder it came from
     (``None`` for a config-built model)."""
@@ -65,16 +86,31 @@ def load_model(spec: ModelSpec, task: str, seed: int = 0):
     dtype = getattr(torch, spec.dtype)
     if spec.config is not None:
         cfg = dict(spec.config)
-        config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **_known_config_keys(cfg, spec))
         torch.manual_seed(seed)
         model = auto.from_config(config, dtype=dtype)
         source = None
     else:
         source = _resolve(spec.name_or_path)
+        if Path(source).is_dir():
+            check_model_folder(source)  # config family, safetensors only; before any weight is read
         logger.info("loading %s (%s) from %s", spec.name_or_path, auto.__name__, source)
-        model = auto.from_pretrained(
-            source, dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision
+        model, info = auto.from_pretrained(
+            source, dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision,
+            use_safetensors=True, output_loading_info=True,
         )
+        check_loading_info(info, f"model {spec.name_or_path}")
+        if not spec.trust_remote_code and getattr(model.config, "auto_map", None):
+            # the stock class was used: an auto_map would point the output at code it does not ship
+            logger.warning("dropping auto_map from %s's config (loaded without trust_remote_code)", source)
+            del model.config.auto_map
+        if spec.tokenizer is None and Path(source).is_dir() and not any(
+            (Path(source) / f).exists() for f in _TOKENIZER_FILES
+        ):
+            raise RecipeError(
+                f"model.name_or_path: {source} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
+                f"set model.tokenizer to the folder or Hub id of its tokenizer"
+            )
     tok_source = spec.tokenizer if spec.tokenizer is not None else source
     if tok_source is None:
         tokenizer = char_tokenizer()

@@ -1,7 +1,7 @@
 """Run a recipe: load -> stages in order (measured after each) -> save atomically with card and report ->
 optional push to the Hub.
 
-    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.2.distill.max_steps=10"])
+    >>> result = run_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
     >>> print(result.table)
 """
 
@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import RecipeError, SurgeryError
 from .schema import EMBEDDING_METRICS, Recipe, apply_overrides, load_recipe, parse_recipe
 
-__all__ = ["RunResult", "run_recipe"]
+__all__ = ["RunResult", "run_recipe", "check_destination"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,35 @@ def run_recipe(
     """Run ``recipe`` (a :class:`Recipe` or a YAML path), with ``overrides`` (``"stages.1.distill.max_steps=10"``)
     applied to either, and return the measured :class:`RunResult`. ``extra(folder, final_rows)`` may add to the
     output folder (and its card) before it is renamed into place."""
+    from ..io.output_dir import output_lock
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:  # the same `--set` rules as for a file, on the object's plain data, validated again
+        recipe = parse_recipe(apply_overrides(recipe.to_dict(), overrides))
+    recipe = copy.deepcopy(recipe)
+    if output_dir is not None:
+        recipe.output_dir = str(output_dir)
+    if push_to_hub is not None:
+        recipe.push_to_hub = push_to_hub
+    check_destination(recipe)  # before anything is loaded: a bad folder or repo id fails in seconds
+    with output_lock(recipe.output_dir):
+        return _run(recipe, token=token, hub_api=hub_api, extra=extra, start=start, cpu_start=cpu_start)
+
+
+def check_destination(recipe: Recipe) -> None:
+    """The output folder may be written (see :mod:`hf_compress.io.output_dir`) and the Hub repo id, if any,
+    is well formed: what ``validate``, ``--dry-run`` and ``run`` check first."""
+    from ..io.hub import check_repo_id
+    from ..io.output_dir import check_output_dir
+
+    check_output_dir(recipe.output_dir, recover=False)
+    if recipe.push_to_hub:
+        check_repo_id(recipe.push_to_hub)
+
+
+def _run(recipe: Recipe, *, token, hub_api, extra, start: float, cpu_start: float) -> RunResult:
     import torch
 
     from ..evaluation import checkpoint_bytes
@@ -105,16 +135,6 @@ def run_recipe(
     from .measure import clip_length, measure, quality_key
     from .stages import StageContext, run_stage
 
-    start, cpu_start = time.perf_counter(), time.process_time()
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, overrides)
-    elif overrides:  # the same `--set` rules as for a file, on the object's plain data, validated again
-        recipe = parse_recipe(apply_overrides(recipe.to_dict(), overrides))
-    recipe = copy.deepcopy(recipe)
-    if output_dir is not None:
-        recipe.output_dir = str(output_dir)
-    if push_to_hub is not None:
-        recipe.push_to_hub = push_to_hub
     torch.manual_seed(recipe.seed)
     base, tokenizer, source = load_model(recipe.model, recipe.task, recipe.seed)
     train, heldout = load_texts(recipe.data) if recipe.data else ([], None)
@@ -129,11 +149,15 @@ def run_recipe(
         task=recipe.task,
         seed=recipe.seed,
         max_length=clip_length(base, recipe.eval_max_length),
+        max_positions=clip_length(base, 2**31),
     )
     rows = [measure("base", base, base, recipe.task, recipe.evaluate, data)]
     for i, stage in enumerate(recipe.stages):
         t0, c0 = time.perf_counter(), time.process_time()
-        record = run_stage(ctx, stage.name, stage.config)
+        try:
+            record = run_stage(ctx, stage.name, stage.config)
+        except SurgeryError as exc:  # a value the recipe gave (layer 7 of 4): a recipe error, exit 2
+            raise RecipeError(f"stages[{i}].{stage.name}: {exc}") from exc
         record["seconds"] = round(time.perf_counter() - t0, 2)
         record["cpu_seconds"] = round(time.process_time() - c0, 2)
         rows.append(measure(f"{i + 1}. {stage.name}", ctx.model, base, recipe.task, recipe.evaluate, data))

@@ -1,6 +1,6 @@
 """Strict recipe schema: YAML -> dataclasses, checked before any model is loaded.
 
-    >>> recipe = load_recipe("recipes/minilm-demo.yaml", overrides=["stages.2.distill.max_steps=10"])
+    >>> recipe = load_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
 
 Unknown keys fail naming their path (``stages[1].distill.max_step``) and the closest valid key; wrong types
 and impossible stage orders fail the same way. Every failure is a :class:`~hf_compress.errors.RecipeError`.
@@ -22,7 +22,7 @@ from ..assets import DATA_ASSETS, MODEL_ASSETS
 from ..errors import HfCompressError, RecipeError
 from ..tasks import RECIPE_TASKS as TASKS
 from .build import build_dataclass
-from .plain import check_plain_data
+from .plain import check_plain_data, load_yaml_text, read_yaml
 from ..core.registry import methods
 
 __all__ = [
@@ -72,6 +72,12 @@ class ModelSpec:
                 f"`name_or_path` must be a bundled asset ({', '.join(MODEL_ASSETS)}), an existing "
                 f"folder or a Hub id, got {name!r}"
             )
+        from .model_checks import check_config_sizes, check_folder_config
+
+        if self.config is not None:
+            check_config_sizes(self.config, 4 if self.dtype == "float32" else 2)
+        elif os.path.isdir(name):
+            check_folder_config(name)
 
 
 @dataclass
@@ -118,6 +124,12 @@ class Recipe:
     eval_max_length: int = 128
     push_to_hub: str | None = None
     seed: int = 0
+
+    def __post_init__(self):
+        for name, low, high in (("eval_samples", 1, 10**7), ("eval_max_length", 1, 10**6), ("seed", 0, 2**32 - 1)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise RecipeError(f"{name}: must be an int in [{low}, {high}], got {value!r}")
 
     def to_dict(self) -> dict:
         """The resolved recipe as plain YAML-able data (saved in the output folder)."""
@@ -242,10 +254,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise RecipeError(f"--set expects KEY=VALUE (e.g. stages.1.distill.max_steps=10), got {item!r}")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"--set {key}: value {value!r} is not valid YAML ({exc.problem})") from None
+        parsed = load_yaml_text(value, f"--set {key}: value {value[:60]!r}")
         node: Any = raw
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
@@ -274,12 +283,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path)
     if isinstance(raw, dict) and overrides:
         raw = apply_overrides(raw, overrides)
     return parse_recipe(raw, base_dir=path.parent)

@@ -118,6 +118,9 @@ def test_bad_caches_and_options_are_refused_before_training(tmp_path):
     with pytest.raises(HfCompressError, match="`logit_loss` must be forward_kl, reverse_kl or jsd"):
         DistillationTrainer(model=student, teacher_cache=folder, train_dataset=short,
                             args=make_args(tmp_path, alpha_hidden=0.0, logit_loss="mse"))
+    with pytest.raises(HfCompressError, match="`eval_strategy` must be 'no' with a teacher_cache.*got 'steps'"):
+        DistillationTrainer(model=student, teacher_cache=folder, train_dataset=short, eval_dataset=short,
+                            args=make_args(tmp_path, alpha_hidden=0.0, eval_strategy="steps", eval_steps=1))
     with pytest.raises(HfCompressError, match="exactly one of `teacher_model`.*got both"):
         DistillationTrainer(model=student, teacher_model=teacher, teacher_cache=folder, args=args)
     with pytest.raises(HfCompressError, match="must be a folder written by cache_teacher_outputs"):
@@ -148,3 +151,21 @@ def test_cli_cache_teacher_writes_a_loadable_cache_and_refuses_bad_folders(tmp_p
     assert main([argv[0], str(tmp_path / "nope"), str(tmp_path / "data"), "--output-dir", bad]) == 2
     assert not os.path.exists(bad)
     assert main(argv[:-1] + ["--hidden-layers", "a,b"]) == 2
+
+
+def test_cache_of_another_tokenizer_or_vocabulary_is_refused(tmp_path):
+    from distill_fixtures import word_tokenizer as _tokenizer
+    from tiny_models import tiny_model
+
+    teacher, student = make_models("gpt2")
+    ds = make_dataset("gpt2")
+    args = make_args(tmp_path, alpha_hidden=0.0)
+    folder = cache_teacher_outputs(teacher, ds, tmp_path / "c", top_k=4, tokenizer=_tokenizer(100), progress=False)
+    with pytest.raises(HfCompressError, match="another tokenizer"):
+        DistillationTrainer(model=student, teacher_cache=folder, args=args, train_dataset=ds,
+                            processing_class=_tokenizer(100, "x"))
+    DistillationTrainer(model=student, teacher_cache=folder, args=args, train_dataset=ds,
+                        processing_class=_tokenizer(100))
+    big = cache_teacher_outputs(tiny_model("gpt2", vocab_size=112), ds, tmp_path / "b", top_k=4, progress=False)
+    with pytest.raises(HfCompressError, match="holds logits over 112 ids but the student has 100"):
+        DistillationTrainer(model=student, teacher_cache=big, args=args, train_dataset=ds)

@@ -82,7 +82,7 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
     target = tmp_path / "mine"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    with pytest.raises(CheckpointError, match="not empty and was not written by hf_compress"):
+    with pytest.raises(CheckpointError, match="hf_compress did not write"):
         save_compressed(tiny_model("bert"), target)
     assert (target / "notes.txt").read_text() == "keep me"
     with pytest.raises(CheckpointError, match="is a file"):

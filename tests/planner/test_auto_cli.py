@@ -102,7 +102,7 @@ def test_unmeetable_target_writes_the_best_found_and_exits_3(model_dir, data_fil
 def test_dry_run_plans_only(model_dir, data_file, tmp_path, capsys):
     out = tmp_path / "dry"
     log = tmp_path / "log.jsonl"
-    code = main(["auto", model_dir, "--data", data_file, "--target", "params=0.6", "--output-dir", str(out),
+    code = main(["auto", model_dir, "--data", data_file, "--target", "params=0.3", "--output-dir", str(out),
                  "--heal-steps", "1", "--top-k", "1", "--eval-samples", "8", "--eval-max-length", "32",
                  "--dry-run", "--log", str(log)])
     printed = capsys.readouterr().out

@@ -12,7 +12,8 @@ from hf_compress.core import registry
 from hf_compress.errors import HfCompressError
 from hf_compress.evaluation import param_count
 from hf_compress.planner import Target, TargetError, parse_target, plan_compression
-from hf_compress.planner.cost import PlanContext, run_stages
+from hf_compress.core.context import StageContext
+from hf_compress.planner.cost import run_stages
 from hf_compress.planner.quality import proxy_loss
 from hf_compress.recipe.loading import char_tokenizer
 
@@ -59,7 +60,7 @@ def test_target_semantics():
 
 def _rebuild(stages):
     """The plan's stages without healing, run through the registry on the same base."""
-    ctx = PlanContext(model=tiny_bert(), teacher=tiny_bert(), tokenizer=TOK, texts=texts(),
+    ctx = StageContext(model=tiny_bert(), teacher=tiny_bert(), tokenizer=TOK, texts=texts(),
                       task="feature-extraction", max_length=32)
     run_stages(ctx, [(n, f) for n, f in stages if n != "distill"])
     return ctx
@@ -86,13 +87,10 @@ def test_the_proxy_of_the_plan_is_that_of_its_surgery():
     assert p.predicted["proxy"] == pytest.approx(again, rel=1e-5, abs=1e-7)
 
 
-def test_same_seed_same_plan(speed_plan):
-    assert comparable(plan()) == comparable(speed_plan)
-
-
-def test_a_search_resumes_from_its_log_without_measuring_again(tmp_path):
+def test_same_seed_same_plan_and_a_search_resumes_from_its_log_without_measuring_again(speed_plan, tmp_path):
     log = tmp_path / "log.jsonl"
     first = plan(log=log)
+    assert comparable(first) == comparable(speed_plan)  # a fresh search, same seed: the same plan
     lines = log.read_text().splitlines()
     second = plan(log=log, latency_fn=never_called)
     assert comparable(second) == comparable(first)
@@ -140,3 +138,18 @@ def test_the_model_is_left_as_it_was():
                      max_length=32, latency_fn=fake_latency, progress=False, top_k=3)
     assert all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_only_the_candidates_closest_to_the_target_are_scored_when_capped():
+    p = plan(target="params=0.95", max_scored=2, top_k=1)
+    scored = [r for r in p.rows if r.get("proxy") is not None]
+    assert len(scored) == 2 and any("were not scored" in n for n in p.notes)
+    skipped = [r for r in p.rows if r.get("meets") and r.get("proxy") is None]
+    assert skipped and max(r["params_ratio"] for r in scored) >= max(r["params_ratio"] for r in skipped)
+
+
+def test_a_resumed_search_with_no_time_left_reads_everything_from_its_log(tmp_path):
+    log = tmp_path / "log.jsonl"
+    first = plan(log=log)
+    again = plan(log=log, latency_fn=never_called, minutes=1e-6)
+    assert again.stages == first.stages and again.predicted == first.predicted

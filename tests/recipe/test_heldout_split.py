@@ -31,7 +31,7 @@ def test_topic_probe_splits_the_summaries_like_wiki_texts(tmp_path, monkeypatch)
         return torch.nn.functional.one_hot(torch.tensor([topic[t] for t in texts]), len(TOPICS)).float()
 
     monkeypatch.setattr(probes, "embed", fake_embed)
-    acc = measure.topic_probe(model=None, tokenizer=None, n_train=1000, n_test=1000)
+    acc = probes.topic_probe(model=None, tokenizer=None, n_train=1000, n_test=1000)
     centroid_texts, test_texts = embedded
     heldout = evaluation.wiki_texts("heldout")
     assert test_texts == heldout

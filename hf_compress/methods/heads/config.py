@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.checks import check_choice, check_positive, part_config
-from ...errors import HfCompressError, RecipeError, SurgeryError
+from ...core.checks import check_choice, check_part_config, check_positive, part_config
+from ...errors import RecipeError, SurgeryError
 
 __all__ = ["EXPORTS", "HeadPruningConfig", "PruneHeadsConfig"]
 
@@ -47,10 +47,7 @@ class PruneHeadsConfig:
     def __post_init__(self):
         check_choice("method", self.method, ("importance", "random"), RecipeError)
         check_positive("num_batches", self.num_batches, RecipeError)
-        try:
-            self.part_config()
-        except HfCompressError as exc:
-            raise RecipeError(str(exc)) from None
+        check_part_config(self, HeadPruningConfig, RecipeError)
 
     def part_config(self):
         return part_config(self, HeadPruningConfig)

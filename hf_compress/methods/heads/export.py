@@ -52,8 +52,7 @@ def layer_head_counts(model: nn.Module) -> list[int]:
 
 def _qkv_sections(model: nn.Module, heads: int) -> tuple[int, int]:
     """(query heads, kv heads) laid out in a fused qkv projection of a layer with ``heads`` query heads."""
-    spec = arch.get_arch(model)
-    if spec.family == "gpt2":
+    if arch.get_arch(model).num_kv_heads_key is None:  # no GQA: each query head has its own key/value head
         return heads, heads
     return heads, arch.num_kv_heads(model)
 

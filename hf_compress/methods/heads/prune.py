@@ -22,6 +22,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ... import arch
+from ...core.calibration import to_device
+from ...core.modules import eval_mode, model_device
 from ...errors import SurgeryError
 from .config import EXPORTS, HeadPruningConfig
 from .export import PER_LAYER_FAMILIES, layer_head_counts, mask_heads, prune_per_layer, prune_uniform
@@ -104,24 +106,22 @@ def head_importance(
     if len(set(counts)) != 1:
         raise SurgeryError(f"head_importance needs the same head count in every layer, got {counts}; "
                            f"compute importance before pruning")
-    param = next(model.parameters())
+    device = model_device(model)
     gates = _Gates(model, arch.head_dim(model))
-    was_training = model.training
     total, n_batches = torch.zeros(len(counts), counts[0]), 0
-    model.eval()
     try:
-        for batch in tqdm(batches, desc="head importance", disable=not progress, leave=False):
-            batch = {k: v.to(param.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            gates.made.clear()
-            loss = _loss(model, batch, loss_fn)
-            grads = torch.autograd.grad(loss, [g for _, g in gates.made])  # leaves every .grad untouched
-            for (layer, _), grad in zip(gates.made, grads):
-                total[layer] += grad.abs().sum(0).cpu()  # (B, H) -> (H,)
-            n_batches += 1
+        with eval_mode(model, no_grad=False):  # gradients with respect to the gates
+            for batch in tqdm(batches, desc="head importance", disable=not progress, leave=False):
+                batch = to_device(batch, device)
+                gates.made.clear()
+                loss = _loss(model, batch, loss_fn)
+                grads = torch.autograd.grad(loss, [g for _, g in gates.made])  # leaves every .grad untouched
+                for (layer, _), grad in zip(gates.made, grads):
+                    total[layer] += grad.abs().sum(0).cpu()  # (B, H) -> (H,)
+                n_batches += 1
     finally:
         gates.remove()
         gates.made.clear()
-        model.train(was_training)
     if n_batches == 0:
         raise SurgeryError("head_importance got no batches; pass at least one batch of inputs")
     scores = total / n_batches

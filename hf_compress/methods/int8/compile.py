@@ -10,7 +10,8 @@ What is compiled: when the block list lives in a sub-module of the base model th
 blocks (BERT's ``encoder``, DistilBERT's ``transformer``), that module, so fusions also cross block
 boundaries; otherwise (decoders, whose base model also builds masks and the KV cache) each block.
 ``nn.Module.compile`` is used, so parameter names, ``state_dict`` and ``save_pretrained`` are unchanged.
-A failure to compile (no C compiler, an inductor bug) logs a warning once and runs that module eagerly.
+A failure to compile (no C compiler, an inductor bug) logs a warning once and runs that module eagerly;
+an error of the caller's input is raised and leaves the module compiled.
 
     >>> quantize_int8(model, mode="w8a8", compile=True)       # or, for a loaded checkpoint:
     >>> compile_int8(model)
@@ -72,7 +73,10 @@ def _own_entry(module: nn.Module, name: str):
 
 
 def _guarded(module: nn.Module, name: str, dynamic: bool):
-    """``module``'s compiled call; on a compile failure, one warning and eager calls from then on."""
+    """``module``'s compiled call. A call that fails compiled is retried eagerly: when the eager call fails
+    too, the input was bad (dynamo wraps the caller's errors in its own types, so the type cannot tell) and
+    the eager error is raised, the module staying compiled; when it succeeds, the compiler failed: one
+    warning, and eager calls from then on."""
     compiled = torch.compile(_own_entry(module, name), dynamic=dynamic, options=_options())
     state = {"succeeded": False}
 
@@ -82,10 +86,11 @@ def _guarded(module: nn.Module, name: str, dynamic: bool):
         except Exception as exc:
             if state["succeeded"] and not isinstance(exc, _COMPILE_ERRORS):
                 raise  # the compiled module ran before: this is the caller's error, not the compiler's
+            out = module._call_impl(*args, **kwargs)  # raises the caller's error; the module stays compiled
             logger.warning("torch.compile of %s failed (%s: %s); running it eagerly", name or "model",
                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
             module._compiled_call_impl = None
-            return module._call_impl(*args, **kwargs)
+            return out
         state["succeeded"] = True
         return out
 

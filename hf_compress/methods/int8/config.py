@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...core.checks import check_positive, part_config
-from ...errors import HfCompressError, QuantizationError, RecipeError
+from ...core.checks import check_ignore, check_part_config, check_positive, part_config
+from ...errors import QuantizationError, RecipeError
 
 __all__ = ["MODES", "Int8Config", "QuantizeInt8Config"]
 
@@ -52,8 +52,7 @@ class Int8Config:
             raise QuantizationError(f"`mode` must be one of {MODES}, got {self.mode!r}")
         if self.method not in ("rtn", "gptq"):
             raise QuantizationError(f"`method` must be 'rtn' or 'gptq', got {self.method!r}")
-        if isinstance(self.ignore, str) or not all(isinstance(p, str) for p in self.ignore):
-            raise QuantizationError(f"`ignore` must be a list of names or 're:' regexes, got {self.ignore!r}")
+        self.ignore = check_ignore(self.ignore, QuantizationError)
         if self.smoothquant is not None:
             if self.mode != "w8a8":
                 raise QuantizationError(f"`smoothquant` only applies to mode='w8a8', got mode={self.mode!r}")
@@ -93,10 +92,7 @@ class QuantizeInt8Config:
 
     def __post_init__(self):
         check_positive("num_batches", self.num_batches, RecipeError)
-        try:
-            self.part_config(calibration=[{}])
-        except HfCompressError as exc:
-            raise RecipeError(str(exc)) from None
+        check_part_config(self, Int8Config, RecipeError, calibration=[{}])  # data comes at run time
 
     @property
     def needs_calibration(self) -> bool:

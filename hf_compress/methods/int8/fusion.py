@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 # activation module types whose function the int8 epilogue reproduces
 _ACTS = {GELUActivation: "gelu", nn.GELU: "gelu", NewGELUActivation: "gelu_tanh"}
-_ACT_ATTRS = ("intermediate_act_fn", "activation", "act")  # BERT, DistilBERT, GPT-2
 
 
 class SharedInputGroup:
@@ -92,31 +91,31 @@ def _siblings(layer: nn.Module, spec) -> list[list[str]]:
 
 
 @torch.no_grad()
-def _fuse_act(layer: nn.Module, path: str) -> bool:
-    parent_path, _, child = path.rpartition(".")
-    parent = get_submodule(layer, parent_path) if parent_path else layer
-    lin = getattr(parent, child)
-    for attr in _ACT_ATTRS:
-        act = getattr(parent, attr, None)
-        if type(act) in _ACTS and lin.post_act is None:
-            x = torch.randn(2, 3, lin.in_features, dtype=lin.weight_scale.dtype, device=lin.weight.device)
-            use_compile, lin.use_compile = (
-                lin.use_compile,
-                False,
-            )  # check with the eager kernel: no compile here
-            try:
-                ref = parent(x)
-                lin.post_act = _ACTS[type(act)]
-                setattr(parent, attr, nn.Identity())
-                ok = torch.allclose(parent(x), ref, rtol=1e-3, atol=1e-4)
-            except Exception:  # noqa: BLE001 - a parent that is not a plain MLP: leave it alone
-                ok = False
-            lin.use_compile = use_compile
-            if not ok:
-                lin.post_act = None
-                setattr(parent, attr, act)
-            return ok
-    return False
+def _fuse_act(layer: nn.Module, spec) -> bool:
+    """Fold the MLP activation ``spec.mlp_act`` into ``spec.mlp_in[0]``'s rescale pass, when the two are
+    siblings in one module (BERT ``intermediate``, DistilBERT ``ffn``, GPT-2 ``mlp``) and it is a GELU."""
+    lin_parent, _, child = spec.mlp_in[0].rpartition(".")
+    act_parent, _, attr = (spec.mlp_act or "").rpartition(".")
+    if not spec.mlp_act or act_parent != lin_parent:
+        return False
+    parent = get_submodule(layer, lin_parent) if lin_parent else layer
+    lin, act = getattr(parent, child), get_submodule(layer, spec.mlp_act)
+    if type(act) not in _ACTS or lin.post_act is not None:
+        return False
+    x = torch.randn(2, 3, lin.in_features, dtype=lin.weight_scale.dtype, device=lin.weight.device)
+    use_compile, lin.use_compile = lin.use_compile, False  # check with the eager kernel: no compile here
+    try:
+        ref = parent(x)
+        lin.post_act = _ACTS[type(act)]
+        setattr(parent, attr, nn.Identity())
+        ok = torch.allclose(parent(x), ref, rtol=1e-3, atol=1e-4)
+    except Exception:  # noqa: BLE001 - a parent that is not a plain MLP: leave it alone
+        ok = False
+    lin.use_compile = use_compile
+    if not ok:
+        lin.post_act = None
+        setattr(parent, attr, act)
+    return ok
 
 
 def fuse_int8(model: nn.Module) -> dict[str, int]:
@@ -137,7 +136,7 @@ def fuse_int8(model: nn.Module) -> dict[str, int]:
                     m._group = group
                 counts["shared_input_groups"] += 1
         if len(spec.mlp_in) == 1 and isinstance(get_submodule(layer, spec.mlp_in[0]), Int8Linear):
-            counts["fused_activations"] += _fuse_act(layer, spec.mlp_in[0])
+            counts["fused_activations"] += _fuse_act(layer, spec)
     logger.info("int8 fusions: %s", counts)
     return counts
 

@@ -17,49 +17,14 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ...core.calibration import run_with_input_hooks
+from ...core.modules import weight_out_in
 from ...errors import QuantizationError
 from .format import quantize_per_channel
 
-__all__ = ["gptq_quantize_weight", "collect_hessians", "gptq_quantize_model", "run_with_input_hooks"]
+__all__ = ["gptq_quantize_weight", "collect_hessians", "gptq_quantize_model"]
 
 logger = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def run_with_input_hooks(model: nn.Module, modules: dict[str, nn.Module], batches, on_input) -> None:
-    """Run ``model(**batch)`` for each batch, calling ``on_input(name, x2d, source)`` with each module's
-    input flattened to (tokens, in_features), padding tokens (attention_mask == 0) dropped; ``source`` is
-    the module's input tensor itself (siblings such as q/k/v receive the very same object). A module the
-    batches never reach is an error (its statistics would be missing)."""
-    mask_holder: dict[str, torch.Tensor | None] = {"mask": None}
-    reached: set[str] = set()
-
-    def make_hook(name):
-        def hook(_module, args):
-            reached.add(name)
-            x = args[0].detach()
-            mask = mask_holder["mask"]
-            if mask is not None and mask.shape == x.shape[:-1]:
-                x = x[mask.bool()]  # (tokens, in)
-            on_input(name, x.reshape(-1, x.shape[-1]).float(), args[0])
-
-        return hook
-
-    handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in modules.items()]
-    try:
-        for batch in tqdm(list(batches), desc="calibration", leave=False):
-            if not isinstance(batch, dict):
-                raise QuantizationError(
-                    f"calibration batches must be dicts of model inputs, got {type(batch)}"
-                )
-            mask_holder["mask"] = batch.get("attention_mask")
-            model(**batch)
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [n for n in modules if n not in reached]
-    if missing:
-        raise QuantizationError(f"calibration never reached layers {missing[:5]}; pass batches the model uses")
 
 
 def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches) -> dict[str, torch.Tensor]:
@@ -69,12 +34,13 @@ def collect_hessians(model: nn.Module, modules: dict[str, nn.Module], batches) -
     last: dict = {"source": None, "xtx": None}  # q/k/v (gate/up) read one tensor: one X^T X for all
 
     def on_input(name, x, source):  # x (n, in)
+        x = x.float()
         if last["source"] is not source:
             last["source"], last["xtx"] = source, x.t() @ x  # (in, in); holding source keeps its id unique
         sums[name] = sums.get(name, 0) + last["xtx"]
         counts[name] = counts.get(name, 0) + x.shape[0]
 
-    run_with_input_hooks(model, modules, batches, on_input)
+    run_with_input_hooks(model, modules, batches, on_input, QuantizationError)
     last.clear()
     return {n: 2.0 * sums[n] / max(counts[n], 1) for n in sums}
 
@@ -137,11 +103,15 @@ def gptq_quantize_model(
     model: nn.Module, targets: dict[str, nn.Module], batches, damp: float = 0.01, block_size: int = 128
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """name -> (int8 weight (out, in), scale (out, 1)) for every target nn.Linear / Conv1D."""
-    from .layer import float_weight
-
     hessians = collect_hessians(model, targets, batches)
     result = {}
     for name, module in tqdm(targets.items(), desc="gptq", leave=False):
-        result[name] = gptq_quantize_weight(float_weight(module), hessians.pop(name), damp, block_size)
+        try:
+            result[name] = gptq_quantize_weight(weight_out_in(module).detach(), hessians.pop(name), damp,
+                                                block_size)
+        except torch.linalg.LinAlgError as exc:
+            raise QuantizationError(
+                f"GPTQ of {name}: its Hessian is not positive definite ({str(exc).splitlines()[0]}); raise "
+                f"`gptq_damp` (got {damp}) or use method='rtn'") from exc
     logger.info("GPTQ rounded %d layers", len(result))
     return result

@@ -5,8 +5,9 @@
 ``x_scale * w_scale``. ``w8a16``: 16-bit activations times the int8 weight; on CPU
 ``aten._weight_int8pack_mm`` for a few rows (fast there), else a bf16/fp16 product with the weight
 converted for that call (O(out·in) next to the O(rows·out·in) product). Optionally everything runs through
-``torch.compile`` so the quantize and rescale passes fuse around the matmul; a compile failure falls back
-to eager once, with a warning.
+``torch.compile`` so the quantize and rescale passes fuse around the matmul; a compile failure makes that one
+kernel (mode, shape, dtype, device) run eagerly from then on, with one warning; other kernels and other
+models keep compiling.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import types
 import torch
 import torch.nn.functional as F
 
-__all__ = ["int8_linear", "w8a8_linear", "w8a16_linear", "quantize_tokens", "with_own_code", "SMALL_M"]
+__all__ = ["int8_linear", "w8a8_linear", "w8a16_linear", "quantize_tokens", "with_own_code", "kernel_status",
+           "SMALL_M", "int8pack_fits"]
 
 logger = logging.getLogger(__name__)
 
 SMALL_M = 8  # rows up to which the CPU w8a16 path uses aten._weight_int8pack_mm (measured fast at M=1)
+PACK_K = 16  # aten._weight_int8pack_mm reads K in blocks: other widths segfault or return garbage (CPU)
 _HALF = (torch.bfloat16, torch.float16)
 
 
@@ -58,14 +61,30 @@ def w8a8_linear(
     return _activate(y.to(x.dtype), act)
 
 
+def int8pack_fits(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ``aten._weight_int8pack_mm`` may be called: CPU, at most :data:`SMALL_M` rows, the input
+    width a multiple of :data:`PACK_K` and a contiguous ``[out, in]`` weight. Outside these rules the kernel
+    reads out of bounds (measured: garbage for width 12, SIGSEGV for width 1-7 and a tiny GPT-2 of width 24)."""
+    return (
+        x.device.type == "cpu"
+        and x.dim() == 2
+        and x.shape[0] <= SMALL_M
+        and x.shape[1] % PACK_K == 0
+        and w.dim() == 2
+        and w.is_contiguous()
+    )
+
+
 def w8a16_linear(
     x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, act: str | None = None
 ):
     """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype, 16-bit math."""
     cdtype = x.dtype if x.dtype in _HALF else (torch.bfloat16 if x.device.type == "cpu" else torch.float16)
     xc = x.to(cdtype)
-    if x.device.type == "cpu" and x.shape[0] <= SMALL_M:
-        y = torch.ops.aten._weight_int8pack_mm(xc, w, w_scale.reshape(-1).to(cdtype))  # (M, N)
+    # inductor (torch 2.13, CPU) cannot lower _weight_int8pack_mm on a computed input: traced, the dequantize
+    # + linear form is used (a compile failure here sent the kernel, or a whole block, back to eager)
+    if int8pack_fits(xc, w) and not torch.compiler.is_compiling():
+        y = torch.ops.aten._weight_int8pack_mm(xc.contiguous(), w, w_scale.reshape(-1).to(cdtype))  # (M, N)
     else:
         y = F.linear(xc, w.to(cdtype) * w_scale.to(cdtype))  # (M, N)
     if bias is not None:
@@ -74,8 +93,7 @@ def w8a16_linear(
 
 
 _KERNELS = {"w8a8": w8a8_linear, "w8a16": w8a16_linear}
-_COMPILED: dict[tuple, object] = {}
-_COMPILE_BROKEN = False
+_COMPILED: dict[tuple, object] = {}  # kernel key -> its compiled function, or None once its compile failed
 
 
 def with_own_code(fn, name: str):
@@ -86,33 +104,40 @@ def with_own_code(fn, name: str):
     return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
-def _compiled(mode: str, x: torch.Tensor, w: torch.Tensor, bias, act) -> object:
-    """One compiled kernel per (mode, in, out, bias, dtype): each gets its own code object, so dynamo's
-    per-function recompile limit is never reached and ``in``/``out`` stay static (fast reductions);
-    only the row count is dynamic."""
-    key = (mode, w.shape[0], w.shape[1], bias is None, act, x.dtype, x.device.type)
-    fn = _COMPILED.get(key)
-    if fn is None:
-        base = _KERNELS[mode]
-        fn = _COMPILED[key] = torch.compile(with_own_code(base, f"{base.__name__}_{len(_COMPILED)}"))
-    return fn
+def _key(mode: str, x: torch.Tensor, w: torch.Tensor, bias, act) -> tuple:
+    return (mode, w.shape[0], w.shape[1], bias is None, act, x.dtype, x.device.type)
+
+
+def _compiled(key: tuple):
+    """One compiled kernel per (mode, out, in, bias, act, dtype, device): each gets its own code object, so
+    dynamo's per-function recompile limit is never reached and ``in``/``out`` stay static (fast
+    reductions); only the row count is dynamic. ``None`` once that kernel failed to compile."""
+    if key not in _COMPILED:
+        base = _KERNELS[key[0]]
+        _COMPILED[key] = torch.compile(with_own_code(base, f"{base.__name__}_{len(_COMPILED)}"))
+    return _COMPILED[key]
+
+
+def kernel_status() -> dict[tuple, str]:
+    """Kernel key -> ``"compiled"`` or ``"eager"`` (its compile failed) for every kernel asked for so far."""
+    return {key: "eager" if fn is None else "compiled" for key, fn in _COMPILED.items()}
 
 
 def int8_linear(x, w, w_scale, bias, mode: str, use_compile: bool = False, act: str | None = None):
     """Dispatch to the ``mode`` kernel, compiled when asked and possible."""
-    global _COMPILE_BROKEN
     fn = _KERNELS[mode]
-    if not use_compile or _COMPILE_BROKEN or (torch.is_grad_enabled() and x.requires_grad):
+    if not use_compile or (torch.is_grad_enabled() and x.requires_grad):
         return fn(x, w, w_scale, bias, act)
-    compiled = _compiled(mode, x, w, bias, act)
+    key = _key(mode, x, w, bias, act)
+    compiled = _compiled(key)
+    if compiled is None:
+        return fn(x, w, w_scale, bias, act)
     torch._dynamo.maybe_mark_dynamic(x, 0)
     try:
         return compiled(x, w, w_scale, bias, act)
     except Exception as exc:  # a missing compiler or an inductor bug must not break inference
-        _COMPILE_BROKEN = True
-        logger.warning(
-            "torch.compile of the int8 kernel failed (%s: %s); using eager kernels",
-            type(exc).__name__,
-            str(exc)[:200],
-        )
-        return fn(x, w, w_scale, bias, act)
+        out = fn(x, w, w_scale, bias, act)  # eager fails too: the caller's error surfaces, the kernel stays
+        _COMPILED[key] = None  # this kernel only: others (other shapes, other models) keep compiling
+        logger.warning("torch.compile of the int8 kernel %s failed (%s: %s); running it eagerly", key,
+                       type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return out

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from transformers.pytorch_utils import Conv1D
 
+from ...core.modules import is_projection, weight_out_in
 from ...errors import QuantizationError
 from .format import MODES, pack_int8, quantize_per_channel, unpack_int8
 from .kernels import int8_linear
@@ -178,8 +178,6 @@ class Int8Linear(nn.Module):
 
 def float_weight(module: nn.Module) -> torch.Tensor:
     """The float weight of an ``nn.Linear`` or GPT-2 ``Conv1D`` as ``[out, in]``."""
-    if isinstance(module, Conv1D):
-        return module.weight.detach().t().contiguous()  # Conv1D stores [in, out]
-    if isinstance(module, nn.Linear):
-        return module.weight.detach()
+    if is_projection(module):
+        return weight_out_in(module).detach().contiguous()
     raise QuantizationError(f"Int8Linear replaces nn.Linear or GPT-2 Conv1D, got {type(module).__name__}")

@@ -38,6 +38,7 @@ def _build_classes():
     from transformers.quantizers.base import HfQuantizer
     from transformers.utils.quantization_config import QuantizationConfigMixin, QuantizationMethod
 
+    from ...core.modules import in_features, is_projection, out_features, set_module
     from .quantize import Int8Linear, fuse_if_known, matches_ignore
     from .format import parse_quantization_config
 
@@ -77,12 +78,14 @@ def _build_classes():
                 return None  # never cast into int8 / int32 storage: finish_loading checks the stored dtype
             return super().get_new_dtype(converter, param, dtype)
 
-        def _process_model_before_weight_loading(self, model, **kwargs):
+        def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
             qc = self.quantization_config
-            replaced = 0
+            replaced, new_heads = 0, _new_head_layers(model, checkpoint_files)
             for name, module in list(model.named_modules()):
                 cls_name = type(module).__name__
-                if cls_name not in ("Linear", "Conv1D") or matches_ignore(name, qc.ignore, module):
+                if not is_projection(module) or matches_ignore(name, qc.ignore, module):
+                    continue
+                if name in new_heads:  # a head the checkpoint lacks (num_labels=3 on an encoder): float, new
                     continue
                 if not (
                     cls_name in qc.targets
@@ -90,21 +93,19 @@ def _build_classes():
                 ):
                     continue
                 w = module.weight
-                out_f, in_f = (w.shape[1], w.shape[0]) if cls_name == "Conv1D" else tuple(w.shape)
-                layer = Int8Linear(
-                    in_f, out_f, bias=module.bias is not None, mode=qc.mode, dtype=w.dtype, device=w.device
-                )
+                layer = Int8Linear(in_features(module), out_features(module), bias=module.bias is not None,
+                                   mode=qc.mode, dtype=w.dtype, device=w.device)
                 if qc.mode == "w8a16":
                     layer.expect_packed()
-                parent, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, child, layer)
+                set_module(model, name, layer)
                 replaced += 1
             if replaced == 0:
                 raise QuantizationError(
                     f"no layer of this model matches the checkpoint's targets {qc.targets} "
                     f"(ignore={qc.ignore}); the quantization_config does not fit the model"
                 )
-            logger.info("prepared %d Int8Linear layers (%s) for loading", replaced, qc.mode)
+            logger.info("prepared %d Int8Linear layers (%s) for loading%s", replaced, qc.mode,
+                        f"; new task-head layers left in float: {sorted(new_heads)}" if new_heads else "")
 
         def _process_model_after_weight_loading(self, model, **kwargs):
             for name, module in model.named_modules():
@@ -121,6 +122,26 @@ def _build_classes():
             return False
 
     return Int8CompressedTensorsConfig, Int8CompressedTensorsQuantizer
+
+
+def _new_head_layers(model, checkpoint_files) -> set[str]:
+    """Linear layers outside the base model that the checkpoint has no weight for: a task head that
+    ``from_pretrained`` initialises (e.g. a classifier on an int8 encoder). They stay float; a layer *inside*
+    the base model without weights is still an error (a damaged checkpoint)."""
+    base = getattr(model, "base_model", model)
+    prefix = getattr(model, "base_model_prefix", "")
+    if base is model or not prefix or not checkpoint_files:
+        return set()
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for file in checkpoint_files:
+        if str(file).endswith(".safetensors"):
+            with safe_open(str(file), framework="pt") as fh:
+                keys.update(fh.keys())
+    stored = {k.rsplit(".", 1)[0] for k in keys} | {f"{prefix}.{k.rsplit('.', 1)[0]}" for k in keys}
+    return {name for name, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")
+            and not name.startswith(f"{prefix}.") and name not in stored}
 
 
 def _patch(auto_module) -> None:

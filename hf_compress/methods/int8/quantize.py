@@ -16,11 +16,11 @@ import logging
 
 import torch
 import torch.nn as nn
-from transformers.pytorch_utils import Conv1D
 
 from ...arch import is_supported
-from ...core.targets import matches_ignore
-from ...errors import QuantizationError, UnsupportedArchitectureError
+from ...core.modules import eval_mode, is_projection, set_module
+from ...core.targets import find_projections, matches_ignore
+from ...errors import QuantizationError
 from .config import Int8Config
 from .format import build_quantization_config
 from .layer import Int8Linear
@@ -34,37 +34,52 @@ DEFAULT_TARGETS = ("Linear", "Conv1D")
 
 def find_targets(model: nn.Module, ignore, quantize_lm_head: bool = False) -> dict[str, nn.Module]:
     """name -> every nn.Linear / Conv1D that quantization would replace (tied and ignored ones left out)."""
-    owners: dict[int, int] = {}
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            owners[id(p)] = owners.get(id(p), 0) + 1
-    get_out = getattr(model, "get_output_embeddings", None)
-    out_emb = get_out() if callable(get_out) else None
-    targets = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, Conv1D)) or isinstance(module, Int8Linear):
-            continue
-        if owners.get(id(module.weight), 0) > 1 or (module is out_emb and not quantize_lm_head):
-            continue  # tied to an embedding / the output head: stays float
-        if matches_ignore(name, ignore, module) and not (quantize_lm_head and module is out_emb):
-            continue
-        targets[name] = module
-    return targets
+    return find_projections(model, ignore, output_head=quantize_lm_head)
 
 
 def fuse_if_known(model: nn.Module) -> dict[str, int]:
-    """Run-time fusions of :mod:`.int8_fusion` where the architecture table knows the model, else none."""
+    """Run-time fusions of :mod:`.fusion` where the architecture table knows the model, else none. A table
+    entry that does not fit the model is a bug: it is logged as a warning and nothing is fused."""
     from .fusion import fuse_int8
 
+    if not is_supported(model):
+        return {}
     try:
         return fuse_int8(model)
-    except UnsupportedArchitectureError:
+    except Exception as exc:  # noqa: BLE001 - the fusions are optional; the model stays correct unfused
+        logger.warning("int8 fusion skipped for %s: %s: %s (the architecture table of hf_compress.arch does "
+                       "not fit this model; please report it)", type(model).__name__, type(exc).__name__, exc)
         return {}
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+def _quantized_layers(model, targets, config) -> dict[str, Int8Linear]:
+    """name -> its Int8Linear, computed (smoothing folded in place, GPTQ) without replacing anything yet."""
+    if config.smoothquant is not None:
+        from .smoothquant import smooth_model
+
+        smooth_model(model, targets, config.calibration, alpha=config.smoothquant)
+    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if config.method == "gptq":
+        from .gptq import gptq_quantize_model
+
+        quantized = gptq_quantize_model(model, targets, config.calibration, config.gptq_damp, config.gptq_block)
+    per_kernel = config.compile and not is_supported(model)  # unknown layout: compile each kernel
+    layers = {}
+    for name, module in targets.items():
+        qweight, scale = quantized.get(name, (None, None))
+        layers[name] = Int8Linear.from_float(module, config.mode, qweight, scale)
+        layers[name].use_compile = per_kernel
+    return layers
+
+
+def _snapshot(model: nn.Module, targets, config) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(tensor, copy on the CPU) of everything the quantization changes in place before it replaces layers
+    (the tensors smoothing folds into), so that an error can put them back."""
+    if config.smoothquant is None:
+        return []
+    from .smoothquant import smoothed_tensors
+
+    return [(t, t.detach().to("cpu", copy=True)) for t in smoothed_tensors(model, targets)]
 
 
 @torch.no_grad()
@@ -73,6 +88,8 @@ def quantize_int8(model: nn.Module, config: Int8Config | None = None, **kwargs) 
 
     Takes an :class:`Int8Config` or its fields as keywords (``mode="w8a16"``, ``ignore=[...]``, ...). Sets
     ``model.config.quantization_config`` so that ``save_pretrained`` writes a compressed-tensors checkpoint.
+    On an error (bad calibration, a GPTQ Hessian that is not positive definite, ...) the model is left as
+    it was: weights, layers and train/eval mode.
     """
     if config is not None and kwargs:
         raise QuantizationError(
@@ -82,40 +99,34 @@ def quantize_int8(model: nn.Module, config: Int8Config | None = None, **kwargs) 
     targets = find_targets(model, config.ignore, config.quantize_lm_head)
     if not targets:
         raise QuantizationError(f"no nn.Linear / Conv1D layer left to quantize (ignore={config.ignore!r})")
-    was_training = model.training
-    model.eval()
-    if config.smoothquant is not None:
-        from .smoothquant import smooth_model
-
-        smooth_model(model, targets, config.calibration, alpha=config.smoothquant)
-    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    if config.method == "gptq":
-        from .gptq import gptq_quantize_model
-
-        quantized = gptq_quantize_model(
-            model, targets, config.calibration, config.gptq_damp, config.gptq_block
-        )
-    compile_blocks = config.compile and is_supported(model)
-    for name, module in targets.items():
-        qweight, scale = quantized.get(name, (None, None))
-        layer = Int8Linear.from_float(module, config.mode, qweight, scale)
-        layer.use_compile = config.compile and not compile_blocks  # unknown layout: compile each kernel
-        _set_module(model, name, layer)
-    if compile_blocks:  # inductor fuses across whole blocks: the eager-only fusions would only get in the way
-        from .compile import compile_int8
-
-        compile_int8(model)
-    elif config.fuse:
-        fuse_if_known(model)
-    skipped = sorted(
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.Linear, Conv1D)) and not isinstance(m, Int8Linear)
-    )
+    with eval_mode(model):
+        backup = _snapshot(model, targets, config)
+        replaced = []
+        try:
+            layers = _quantized_layers(model, targets, config)
+            for name, layer in layers.items():
+                set_module(model, name, layer)
+                replaced.append(name)
+            _finish(model, config)
+        except BaseException:
+            for name in replaced:
+                set_module(model, name, targets[name])
+            for tensor, saved in backup:
+                tensor.copy_(saved)
+            raise
+    skipped = sorted(n for n, m in model.named_modules() if is_projection(m))
     present = {type(m).__name__ for m in targets.values()}
     qc = build_quantization_config(config.mode, skipped, [t for t in DEFAULT_TARGETS if t in present])
     if getattr(model, "config", None) is not None:
         model.config.quantization_config = qc
-    model.train(was_training)
     logger.info("quantized %d layers to int8 (%s), kept %d in float", len(targets), config.mode, len(skipped))
     return model
+
+
+def _finish(model: nn.Module, config) -> None:
+    if config.compile and is_supported(model):  # inductor fuses whole blocks: eager-only fusions would
+        from .compile import compile_int8  # only get in the way
+
+        compile_int8(model)
+    elif config.fuse:
+        fuse_if_known(model)

@@ -24,36 +24,30 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
-from transformers.pytorch_utils import Conv1D
 
-from ...arch import get_arch, get_layers, get_submodule
+from ...arch import ARCHITECTURES, ArchSpec, get_arch, get_layers, get_submodule
+from ...core.calibration import run_with_input_hooks
+from ...core.modules import out_features, weight_out_in
 from ...errors import QuantizationError
-from .gptq import run_with_input_hooks
 from .smoothquant_search import TokenSampler, search_alpha
 
-__all__ = ["smoothing_factors", "smooth_model", "smoothing_groups", "SmoothGroup", "SMOOTHABLE"]
+__all__ = ["smoothing_factors", "smooth_model", "smoothing_groups", "SmoothGroup", "SMOOTHABLE", "is_smoothable",
+           "smoothed_tensors"]
 
 logger = logging.getLogger(__name__)
 
 
-class _Family(NamedTuple):
-    attn_norm: str  # norm read by q/k/v
-    mlp_norm: str  # norm read by the MLP input projections
-    gated: str | None  # "split": mlp_in = (gate, up); "fused": mlp_in = (gate_up,), up = the second half
-    # of its rows; None: an activation sits between mlp_in and mlp_out (no up -> down group)
+def is_smoothable(spec: ArchSpec) -> bool:
+    """Pre-norm families with a separate attention and MLP norm scaling by ``w`` (not Gemma's ``1 + w``,
+    not Phi's one norm shared by the parallel attention and MLP, not post-norm encoders)."""
+    return bool(spec.attn_norm and spec.mlp_norm and spec.attn_norm != spec.mlp_norm and not spec.norm_offset)
 
 
-# family -> its smoothing groups. Gemma's norm scales by (1 + w): left out.
-SMOOTHABLE = {
-    "llama": _Family("input_layernorm", "post_attention_layernorm", "split"),
-    "phi3": _Family("input_layernorm", "post_attention_layernorm", "fused"),
-    "gpt2": _Family("ln_1", "ln_2", None),
-}
-_GEMMA = ("gemma", "gemma2", "gemma3_text")
+#: model types smoothquant can smooth (from the architecture table)
+SMOOTHABLE = tuple(sorted(t for t, spec in ARCHITECTURES.items() if is_smoothable(spec)))
 
 
 @dataclass
@@ -78,30 +72,39 @@ def smoothing_groups(model: nn.Module, targets: dict[str, nn.Module]) -> list[Sm
     unscaled inputs), in layer order: attention norm, MLP norm, then up -> down."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     spec = get_arch(model)
-    if model_type in _GEMMA or spec.family not in SMOOTHABLE:
+    if not is_smoothable(spec):
         raise QuantizationError(
-            f"smoothquant supports pre-norm families {sorted(SMOOTHABLE)} (llama, mistral, qwen2/3, phi3, "
-            f"gpt2), got model_type {model_type!r}; use smoothquant=None for this model"
+            f"smoothquant supports the pre-norm model types {', '.join(SMOOTHABLE)}, got model_type "
+            f"{model_type!r}; use smoothquant=None for this model"
         )
     names = {id(m): n for n, m in targets.items()}
-    family = SMOOTHABLE[spec.family]
     qkv = [spec.qkv] if spec.qkv else [spec.q, spec.k, spec.v]
     groups = []
     for layer in get_layers(model):
         candidates = [
-            (get_submodule(layer, family.attn_norm), qkv, slice(None)),
-            (get_submodule(layer, family.mlp_norm), list(spec.mlp_in), slice(None)),
+            (get_submodule(layer, spec.attn_norm), qkv, slice(None)),
+            (get_submodule(layer, spec.mlp_norm), list(spec.mlp_in), slice(None)),
         ]
-        if family.gated:
+        if spec.gated_mlp:
             up = get_submodule(layer, spec.mlp_in[-1])
-            half = up.weight.shape[0] // 2  # nn.Linear (out, in)
-            rows = slice(half, None) if family.gated == "fused" else slice(None)
+            half = out_features(up) // 2
+            rows = slice(half, None) if spec.gated_mlp == "fused" else slice(None)
             candidates.append((up, [spec.mlp_out], rows))
         for producer, paths, rows in candidates:
             readers = [get_submodule(layer, p) for p in paths]
             if all(id(m) in names for m in readers):
                 groups.append(SmoothGroup(producer, [names[id(m)] for m in readers], rows))
     return groups
+
+
+def smoothed_tensors(model: nn.Module, targets: dict[str, nn.Module]) -> list[torch.Tensor]:
+    """Every tensor :func:`smooth_model` changes in place (producers' weight and bias, readers' weights)."""
+    found: dict[int, torch.Tensor] = {}
+    for g in smoothing_groups(model, targets):
+        for t in (g.producer.weight, getattr(g.producer, "bias", None), *(targets[n].weight for n in g.readers)):
+            if t is not None:
+                found.setdefault(id(t), t)
+    return list(found.values())
 
 
 def _fold(group: SmoothGroup, targets: dict[str, nn.Module], s: torch.Tensor) -> None:
@@ -114,11 +117,8 @@ def _fold(group: SmoothGroup, targets: dict[str, nn.Module], s: torch.Tensor) ->
     if getattr(p, "bias", None) is not None:
         p.bias[group.rows].div_(s.to(p.bias.dtype))
     for n in group.readers:
-        lin = targets[n]
-        if isinstance(lin, Conv1D):
-            lin.weight.mul_(s.to(lin.weight.dtype)[:, None])
-        else:
-            lin.weight.mul_(s.to(lin.weight.dtype)[None, :])
+        weight = weight_out_in(targets[n])  # (out, in), a view: scaled in place
+        weight.mul_(s.to(weight.dtype)[None, :])
 
 
 @torch.no_grad()
@@ -139,9 +139,8 @@ def smooth_model(
     batches = list(batches)
     per_batch = math.ceil(max_tokens / max(len(batches), 1)) if alpha == "auto" else None
     samplers = {g.readers[0]: TokenSampler(per_batch, seed=i) for i, g in enumerate(groups)}
-    run_with_input_hooks(
-        model, {n: targets[n] for n in samplers}, batches, lambda name, x, _src: samplers[name].add(x)
-    )
+    run_with_input_hooks(model, {n: targets[n] for n in samplers}, batches,
+                         lambda name, x, _src: samplers[name].add(x.float()), QuantizationError)
     factors, chosen = [], Counter()
     for g in groups:
         smp = samplers[g.readers[0]]

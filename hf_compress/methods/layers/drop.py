@@ -19,8 +19,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ...arch import get_arch, get_layers, get_submodule, set_layers
+from ...arch import get_arch, get_layers, get_submodule, layers_parent, set_layers
 from ...arch import num_layers as config_num_layers
+from ...core.modules import weight_out_in
 from ...errors import SurgeryError
 from .importance import layer_importance, select_layers
 
@@ -113,22 +114,31 @@ def _new_threshold(config, key: str, old_types, new_types, keep: list[int], n: i
     return new
 
 
-def _fold_gpt2_scale(layer: nn.Module, old: int, new: int) -> None:
+def _fold_layer_scale(layer: nn.Module, spec, old: int, new: int) -> None:
     """GPT-2 with ``scale_attn_by_inverse_layer_idx`` scales attention scores by 1/(layer_idx+1). A layer
     moved from ``old`` to ``new`` keeps its scores when the query weights are multiplied by
     (new+1)/(old+1); the live module's ``scaling`` is updated to what a reload computes."""
     factor = (new + 1) / (old + 1)
     with torch.no_grad():
-        attn = layer.attn
+        attn = get_submodule(layer, spec.qkv.rpartition(".")[0])
         q_width = attn.split_size  # heads * head_dim (smaller than n_embd after head pruning)
-        attn.c_attn.weight[:, :q_width] *= factor  # Conv1D weight (in, 3 * q_width): q columns first
-        attn.c_attn.bias[:q_width] *= factor
+        qkv = weight_out_in(get_submodule(layer, spec.qkv))  # (3 * q_width, in): q rows first
+        qkv[:q_width] *= factor
+        get_submodule(layer, spec.qkv).bias[:q_width] *= factor
         attn.scaling /= factor
-        cross = getattr(layer, "crossattention", None)
-        if cross is not None:
-            cross.q_attn.weight *= factor  # (in, embed): query only
-            cross.q_attn.bias *= factor
-            cross.scaling /= factor
+        if spec.cross_q and _has_submodule(layer, spec.cross_q):
+            cross_q = get_submodule(layer, spec.cross_q)  # query only
+            cross_q.weight *= factor
+            cross_q.bias *= factor
+            get_submodule(layer, spec.cross_q.rpartition(".")[0]).scaling /= factor
+
+
+def _has_submodule(root: nn.Module, path: str) -> bool:
+    try:
+        root.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def drop_layers(model: nn.Module, indices) -> nn.Module:
@@ -161,21 +171,20 @@ def drop_layers(model: nn.Module, indices) -> nn.Module:
         k: _new_threshold(config, k, getattr(config, "layer_types", None), lists.get("layer_types"), keep, n)
         for k in spec.layer_threshold_keys
     }
-    fold = spec.family == "gpt2" and getattr(config, "scale_attn_by_inverse_layer_idx", False)
+    fold = bool(spec.attn_layer_scale_key and getattr(config, spec.attn_layer_scale_key, False))
     if fold:  # fail here, not half-way through the folding
         for i in keep:
-            get_submodule(layers[i], spec.qkv)
-            if not hasattr(layers[i].attn, "split_size"):
-                raise SurgeryError(f"GPT-2 layer {i} has no attn.split_size; cannot fold its attention scale")
-    parent_path = spec.layers.rpartition(".")[0]
-    base = getattr(model, "base_model", model)
-    parent = get_submodule(base, parent_path) if parent_path else base
+            attn = get_submodule(layers[i], spec.qkv.rpartition(".")[0])
+            if not hasattr(attn, "split_size"):
+                raise SurgeryError(f"layer {i} has no {spec.qkv.rpartition('.')[0]}.split_size; cannot fold its "
+                                   f"attention scale")
+    _, parent = layers_parent(model)
 
     # ---- apply ----
     for new, old in enumerate(keep):
         layer = layers[old]
         if fold and new != old:
-            _fold_gpt2_scale(layer, old, new)
+            _fold_layer_scale(layer, spec, old, new)
         for module in layer.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = new

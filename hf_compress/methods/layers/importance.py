@@ -23,6 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ...arch import get_layers
+from ...core.calibration import to_device
+from ...core.modules import eval_mode, model_device
 from ...errors import SurgeryError
 from .config import METHODS
 
@@ -73,28 +75,26 @@ def layer_importance(
     handles = [layer.register_forward_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     sums = torch.zeros(total - n + 1, dtype=torch.float64)
     count = 0
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     try:
-        for batch in tqdm(batches, desc=f"layer importance ({method})", leave=False):
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            model(**batch)
-            mask = batch.get("attention_mask")
-            if mask is None:
-                mask = torch.ones(inputs[0].shape[:2], dtype=torch.bool, device=inputs[0].device)
-            valid = mask.bool()  # (B, T)
-            for start in range(total - n + 1):
-                x, y = inputs[start].double(), inputs[start + n].double()  # (B, T, H)
-                cos = F.cosine_similarity(x, y, dim=-1)  # (B, T)
-                per_token = 1.0 - cos if method == "block_influence" else _angular(cos)
-                sums[start] += per_token[valid].sum().cpu()
-            count += int(valid.sum())
-            inputs[:] = [None] * (total + 1)
+        with eval_mode(model):
+            for batch in tqdm(batches, desc=f"layer importance ({method})", leave=False):
+                batch = to_device(batch, device)
+                model(**batch)
+                mask = batch.get("attention_mask")
+                if mask is None:
+                    mask = torch.ones(inputs[0].shape[:2], dtype=torch.bool, device=inputs[0].device)
+                valid = mask.bool()  # (B, T)
+                for start in range(total - n + 1):
+                    x, y = inputs[start].double(), inputs[start + n].double()  # (B, T, H)
+                    cos = F.cosine_similarity(x, y, dim=-1)  # (B, T)
+                    per_token = 1.0 - cos if method == "block_influence" else _angular(cos)
+                    sums[start] += per_token[valid].sum().cpu()
+                count += int(valid.sum())
+                inputs[:] = [None] * (total + 1)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     if count == 0:
         raise SurgeryError("`batches` held no valid tokens (empty, or every attention_mask entry is 0)")
     scores = (sums / count).tolist()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ...core.checks import check_positive, part_config
-from ...errors import HfCompressError, RecipeError, SurgeryError
+from ...core.checks import check_ignore, check_part_config, check_positive, part_config
+from ...errors import RecipeError, SurgeryError
 
 __all__ = ["METHODS", "SCOPES", "SparsityConfig", "SparsifyConfig"]
 
@@ -57,17 +57,7 @@ class SparsityConfig:
             raise SurgeryError(f"`sparsity` must be a number in [0, 1) (fraction of weights set to zero), "
                                f"got {self.sparsity!r}")
         self.sparsity = float(self.sparsity)
-        if isinstance(self.ignore, str):
-            self.ignore = [self.ignore]
-        self.ignore = list(self.ignore or [])
-        for p in self.ignore:
-            if not isinstance(p, str):
-                raise SurgeryError(f"`ignore` must hold module names or 're:' regexes, got {p!r}")
-            if p.startswith("re:"):
-                try:
-                    re.compile(p[3:])
-                except re.error as exc:
-                    raise SurgeryError(f"`ignore` pattern {p!r} is not a valid regex ({exc})") from None
+        self.ignore = check_ignore([self.ignore] if isinstance(self.ignore, str) else self.ignore, SurgeryError)
         if self.sequential and self.scope == "global":
             raise SurgeryError("`sequential` must be False or None with scope='global' (global scoring needs "
                                "every layer's norms before any is pruned), got True")
@@ -96,10 +86,7 @@ class SparsifyConfig:
 
     def __post_init__(self):
         check_positive("num_batches", self.num_batches, RecipeError)
-        try:
-            self.part_config()
-        except HfCompressError as exc:
-            raise RecipeError(str(exc)) from None
+        check_part_config(self, SparsityConfig, RecipeError)
 
     def part_config(self):
         return part_config(self, SparsityConfig)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from ...arch import get_arch, get_layers
+from ...core.targets import block_projections
 from .masks import masked_modules
 
 __all__ = ["SparsityReport", "block_projections", "sparsity_report"]
@@ -51,14 +51,6 @@ class SparsityReport:
         lines.append(f"| **whole model** | {self.model_zeros:,} | {self.model_params:,} "
                      f"| {self.model_sparsity:.1%} |")
         return "\n".join(lines)
-
-
-def block_projections(model: nn.Module) -> list[dict[str, nn.Module]]:
-    """Per block, ``{qualified name: module}`` of every projection in ``spec.linear_paths``."""
-    spec = get_arch(model)
-    names = {id(m): n for n, m in model.named_modules()}
-    return [{names[id(m)]: m for m in (layer.get_submodule(p) for p in spec.linear_paths)}
-            for layer in get_layers(model)]
 
 
 def sparsity_report(model: nn.Module, modules: dict[str, nn.Module] | None = None) -> SparsityReport:

@@ -24,15 +24,15 @@ import logging
 
 import torch
 import torch.nn as nn
-from transformers.pytorch_utils import Conv1D
 
 from ...arch import get_arch, get_layers
+from ...core.modules import to_weight_layout, weight_out_in
+from ...core.targets import block_projections, find_projections
 from ...errors import SurgeryError
 from . import wanda
-from ...core.targets import matches_ignore
 from .config import SparsityConfig
 from .masks import attach_mask, get_mask, make_permanent
-from .report import SparsityReport, block_projections, sparsity_report
+from .report import SparsityReport, sparsity_report
 
 __all__ = ["SparsityConfig", "sparsify", "sparsity_report", "SparsityReport", "make_permanent",
            "find_targets", "keep_mask", "nm_keep_mask", "smallest_keep_mask"]
@@ -46,18 +46,13 @@ _DEFAULTS = {"sparsity": None, "method": "magnitude", "pattern": "unstructured",
 
 def find_targets(model: nn.Module, ignore=()) -> list[dict[str, nn.Module]]:
     """Per block, ``{name: module}`` of the projections to prune (``spec.linear_paths``, not ignored)."""
-    return [{n: m for n, m in block.items() if not matches_ignore(n, ignore, m)}
-            for block in block_projections(model)]
+    chosen = find_projections(model, ignore, blocks_only=True)
+    return [{n: m for n, m in block.items() if n in chosen} for block in block_projections(model)]
 
 
 def _rows(module: nn.Module) -> torch.Tensor:
     """The weight in ``(out, in)`` layout (a transposed view for ``Conv1D``)."""
-    w = module.weight.detach()
-    return w.t() if isinstance(module, Conv1D) else w
-
-
-def _to_weight_layout(module: nn.Module, keep: torch.Tensor) -> torch.Tensor:
-    return keep.t().contiguous() if isinstance(module, Conv1D) else keep
+    return weight_out_in(module).detach()
 
 
 def smallest_keep_mask(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
@@ -150,6 +145,11 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
     targets = {n: m for block in blocks for n, m in block.items()}
     if not targets:
         raise SurgeryError(f"`ignore`={config.ignore!r} leaves nothing to prune in {type(model).__name__}")
+    before = sparsity_report(model, modules=targets).sparsity
+    if before > config.sparsity + 1e-6:  # masks only add zeros: a lower target would be silently ignored
+        raise SurgeryError(f"the model is already {before:.0%} sparse in these modules; sparsity "
+                           f"{config.sparsity!r} cannot make it denser: ask for >= {before:.2f} or start from "
+                           f"the dense model")
     if config.n_m:  # validate every target before the first change
         m = config.n_m[1]
         bad = [n for n, mod in targets.items() if _rows(mod).shape[1] % m]
@@ -161,7 +161,7 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
         for name in names:
             module = targets[name]
             keep = keep_mask(_scores(module, norms[name] if norms else None), config)
-            attach_mask(module, _to_weight_layout(module, keep))
+            attach_mask(module, to_weight_layout(module, keep))
 
     batches = wanda.prepare_batches(calibration, model) if config.method == "wanda" else None
     if config.method == "wanda" and config.sequential:
@@ -170,7 +170,7 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
         norms = wanda.one_pass_norms(model, targets, batches) if batches else None
         if config.scope == "global":
             for name, keep in _global_masks(targets, norms, config).items():
-                attach_mask(targets[name], _to_weight_layout(targets[name], keep))
+                attach_mask(targets[name], to_weight_layout(targets[name], keep))
         else:
             prune(targets, norms)
 

@@ -9,6 +9,7 @@ from transformers.pytorch_utils import Conv1D
 from hf_compress import Int8Linear, quantize_int8
 from hf_compress.errors import QuantizationError
 from hf_compress.methods.int8.format import pack_int8, quantize_per_channel, unpack_int8
+from hf_compress.methods.int8.kernels import kernel_status
 from hf_compress.methods.int8.quantize import Int8Config, find_targets, matches_ignore
 from hf_compress.methods.int8.kernels import SMALL_M
 
@@ -186,3 +187,6 @@ def test_compiled_kernels_match_eager(mode):
             ref = eager(x)
             tol = 1e-5 if mode == "w8a8" else 2**-7 * ref.abs().max().item()  # bf16 rounding may differ
             torch.testing.assert_close(compiled(x), ref, rtol=tol, atol=tol)
+    # the compiled kernel ran: not an eager fallback (which would make this compare eager with eager)
+    used = {k: v for k, v in kernel_status().items() if k[0] == mode and k[1:3] == (24, 48)}
+    assert used and set(used.values()) == {"compiled"}

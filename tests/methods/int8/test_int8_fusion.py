@@ -7,7 +7,8 @@ from tiny_models import tiny_batch, tiny_model
 from hf_compress import Int8Linear, quantize_int8
 from hf_compress.methods.int8.fusion import fuse_int8, unfuse_int8
 
-EXPECTED = {"bert": (4, 4), "gpt2": (0, 4), "llama": (8, 0)}  # (shared-input groups, fused GELUs)
+# (shared-input groups, fused GELUs); the activation is found through arch's mlp_act (Phi's too)
+EXPECTED = {"bert": (4, 4), "gpt2": (0, 4), "llama": (8, 0), "phi": (4, 4)}
 
 
 @pytest.mark.parametrize("model_type", sorted(EXPECTED))
