@@ -26,6 +26,7 @@ __all__ = [
     "checkpoint_bytes",
     "tokenize_batches",
     "perplexity",
+    "texts_for_tokens",
     "mean_pooled",
     "embedding_cosine",
     "latency_side_by_side",
@@ -64,6 +65,18 @@ def checkpoint_bytes(path: str | Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+def texts_for_tokens(texts: Sequence[str], tokens: int, chars_per_token: float = 3.0) -> list[str]:
+    """The shortest prefix of ``texts`` with at least ``tokens * chars_per_token`` characters: enough text
+    for about ``tokens`` tokens (callers such as :func:`perplexity` cap the tokens exactly)."""
+    out, chars = [], 0
+    for t in texts:
+        out.append(t)
+        chars += len(t)
+        if chars >= tokens * chars_per_token:
+            break
+    return out
 
 
 @torch.inference_mode()

@@ -29,12 +29,21 @@ SINGLE = {"depth": {"heads": (0.0,), "ffn": (0.0,)}, "width": {"keep": (1.0,), "
 
 
 def run(name: str, model: str, target: str, task: str, space: dict | None, args, **kwargs) -> dict:
+    """Plan first (written to ``--out`` at once: a run cut short still leaves the plan), then run it: the
+    second ``run_auto`` re-plans from the log without measuring anything again."""
     from hf_compress.recipe.auto import latency_error, run_auto
 
     load_before, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
-    result = run_auto(model, "wiki-summaries", target, task=task, output_dir=f"{args.output_root}/{name}",
-                      space=space, minutes=args.minutes, top_k=args.top_k, heal_steps=args.heal_steps,
-                      dry_run=args.dry_run, seed=0, **kwargs)
+    common = dict(task=task, output_dir=f"{args.output_root}/{name}", space=space, minutes=args.minutes,
+                  top_k=args.top_k, heal_steps=args.heal_steps, seed=0, **kwargs)
+    planned = run_auto(model, "wiki-summaries", target, dry_run=True, **common)
+    with open(args.out + ".plan.json", "w", encoding="utf-8") as fh:
+        json.dump({"name": name, **planned.to_dict(), "plan_seconds": time.perf_counter() - t0,
+                   "plan_cpu_seconds": time.process_time() - c0, "load_before": load_before,
+                   "load_after_plan": os.getloadavg()[0]}, fh, indent=2, default=float)
+    if args.dry_run:
+        return planned.to_dict()
+    result = run_auto(model, "wiki-summaries", target, **dict(common, minutes=1e-3))  # from the log only
     row = {"name": name, "target": target, **result.to_dict(), "latency_error_pct": latency_error(result.plan),
            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
            "plan_seconds": result.plan.seconds, "load_before": load_before, "load_after": os.getloadavg()[0]}
@@ -55,7 +64,7 @@ def main(argv=None) -> None:
     p.add_argument("--single", action="store_true", help="smollm2: also the single-method spaces")
     p.add_argument("--dry-run", action="store_true", help="plan only")
     args = p.parse_args(argv)
-    out = args.out or tempfile.mkstemp(prefix="bench-auto-", suffix=".json")[1]
+    out = args.out = args.out or tempfile.mkstemp(prefix="bench-auto-", suffix=".json")[1]
     results = []
     if args.model == "minilm":
         results.append(run("minilm-speedup5", "minilm", "speedup=5", "feature-extraction", None, args,

@@ -31,22 +31,12 @@ from hf_compress.evaluation import (
     latency_side_by_side,
     param_count,
     perplexity,
+    texts_for_tokens,
     tokenize_batches,
     wiki_texts,
 )
 
 logger = logging.getLogger("bench_layers")
-
-
-def texts_for_tokens(texts: list[str], tokens: int, chars_per_token: float = 6.0) -> list[str]:
-    """A prefix of ``texts`` long enough for about ``tokens`` tokens (perplexity caps it exactly)."""
-    out, chars = [], 0
-    for t in texts:
-        out.append(t)
-        chars += len(t)
-        if chars >= tokens * chars_per_token:
-            break
-    return out
 
 
 def fmt(x: float) -> str:
@@ -89,8 +79,8 @@ def main(argv=None) -> int:
         f"last {k} before the final layer": list(range(n - 1 - k, n - 1)),
     }
     heldout = {
-        "wiki held-out": texts_for_tokens(wiki_texts("heldout"), eval_tokens),
-        "python docs": texts_for_tokens(load_python_docs(), eval_tokens),
+        "wiki held-out": texts_for_tokens(wiki_texts("heldout"), eval_tokens, 6.0),
+        "python docs": texts_for_tokens(load_python_docs(), eval_tokens, 6.0),
     }
 
     models, rows = {}, []

@@ -13,24 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-CHARS_PER_TOKEN = 3.0  # a generous margin: text prefixes long enough for the tokens asked
+from hf_compress.evaluation import texts_for_tokens
+
 
 
 @dataclass
 class Corpora:
     train: dict[str, list[str]]  # corpus name -> training texts (shuffled)
     heldout: dict[str, list[str]]  # corpus name -> held-out texts (never trained on)
-
-
-def prefix_for_tokens(texts: list[str], tokens: int, chars_per_token: float = CHARS_PER_TOKEN) -> list[str]:
-    """A prefix of ``texts`` long enough for about ``tokens`` tokens (callers cap the tokens exactly)."""
-    out, chars = [], 0
-    for t in texts:
-        out.append(t)
-        chars += len(t)
-        if chars >= tokens * chars_per_token:
-            break
-    return out
 
 
 def real_corpora(seed: int) -> Corpora:
@@ -57,8 +47,8 @@ def training_blocks(tokenizer, corpora: Corpora, n_blocks: int, seq_len: int) ->
     eos = tokenizer.eos_token or "\n\n"
     cut = []
     for name in names:
-        ids = _ids(tokenizer, eos.join(prefix_for_tokens(corpora.train[name], per * seq_len)))
-        if ids.numel() < per * seq_len:  # denser text than CHARS_PER_TOKEN assumes: take the whole corpus
+        ids = _ids(tokenizer, eos.join(texts_for_tokens(corpora.train[name], per * seq_len)))
+        if ids.numel() < per * seq_len:  # denser text than texts_for_tokens assumes: take the whole corpus
             ids = _ids(tokenizer, eos.join(corpora.train[name]))
         if ids.numel() < per * seq_len:
             raise ValueError(f"corpus {name!r} gives {ids.numel()} training tokens, fewer than the "

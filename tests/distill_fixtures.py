@@ -85,3 +85,18 @@ def word_tokenizer(n: int, prefix: str = "w"):
     vocab = {f"{prefix}{i}": i for i in range(n)}
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(vocab, unk_token=f"{prefix}1")),
                                    pad_token=f"{prefix}0")
+
+
+def naive_divergence(kind: str, p_s: list, p_t: list, tau: float, beta: float = 0.5) -> float:
+    """tau^2 x forward KL / reverse KL / generalized JSD of two probability lists, float64 loops."""
+    import math
+
+    def kl(p, q):
+        return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+    if kind == "forward_kl":
+        return tau**2 * kl(p_t, p_s)
+    if kind == "reverse_kl":
+        return tau**2 * kl(p_s, p_t)
+    m = [beta * a + (1 - beta) * b for a, b in zip(p_t, p_s)]
+    return tau**2 * (beta * kl(p_t, m) + (1 - beta) * kl(p_s, m))

@@ -101,6 +101,8 @@ class TeacherOutput:
 class LiveTeacher:
     """A teacher model run on every micro-batch (no gradients, kept in eval mode)."""
 
+    chunkable = True  # can hand over final hidden states + LM head instead of logits (chunked losses)
+
     def __init__(self, model: nn.Module):
         self.model = model
 
@@ -127,6 +129,8 @@ class CachedTeacher:
     comparing token ids). A valid loss position outside the cached tokens, or a row whose tokens differ from the
     example's, is an error: the cache was built from other data.
     """
+
+    chunkable = True
 
     def __init__(self, data, meta: dict, dtype: torch.dtype):
         from .cache_format import ROW_COLUMN
@@ -226,6 +230,10 @@ def cached_teacher_for(cache, student: nn.Module, args, train_dataset, tokenizer
     if args.alpha_logits > 0 and task != "base" and meta["logit_width"] != width:
         raise HfCompressError(f"`teacher_cache` holds logits over {meta['logit_width']} ids but the student has "
                               f"{width}: cache a teacher with the student's vocabulary (or label count)")
+    strategy = getattr(getattr(args, "eval_strategy", "no"), "value", getattr(args, "eval_strategy", "no"))
+    if strategy != "no":
+        raise HfCompressError(f"`eval_strategy` must be 'no' with a teacher_cache (only the training set is cached; "
+                              f"evaluate with a live teacher_model), got {strategy!r}")
     if not isinstance(train_dataset, datasets.Dataset):
         raise HfCompressError(f"`train_dataset` must be the datasets.Dataset the cache was built from (rows are "
                               f"matched by index), got {type(train_dataset).__name__}")

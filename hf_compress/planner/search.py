@@ -173,7 +173,8 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
         notes.append(f"{count} candidates {reason}")
     live = [c for c in cands if "status" not in rows[c.key]]
     if target.is_speed:
-        live = _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress)
+        live = _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress,
+                            logged=lambda c: c.shape_key in slog.latency)
     for cand in live:
         rows[cand.key]["meets"] = target.meets(rows[cand.key])
     meeting = [c for c in live if rows[c.key]["meets"]]
@@ -247,7 +248,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     )
 
 
-def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress):
+def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress, logged):
     """Latency of every float shape, measured; of an int8 candidate, estimated as its float shape's times the
     int8 gain measured on the base shape (compiling every int8 shape would cost minutes each), and measured
     on its own shape once it is shortlisted. Returns the candidates still in the search."""
@@ -268,7 +269,7 @@ def _speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_
     live = [c for c in live if c.int8 is None or gains.get(c.int8, 0.0) > 1.0]
     for cand in tqdm([c for c in live if c.int8 is None], desc="auto: latency of candidate shapes",
                      disable=not progress, leave=False):
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline and not logged(cand):  # a resumed search still reads its log
             rows[cand.key]["status"] = "not measured (time budget)"
             continue
         latency(cand)

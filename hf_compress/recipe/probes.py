@@ -98,7 +98,7 @@ def _docs_split(per_class: tuple[int, int]) -> tuple[tuple, tuple]:
 
     from ..assets import get_asset, heldout_split
 
-    root = get_asset("python-docs")
+    root = Path(get_asset("python-docs"))
     files = sorted(glob.glob(str(root / "**" / "*.rst.txt"), recursive=True))
     train, test = ([], []), ([], [])
     for split, n, out in (("calibration", per_class[0], train), ("heldout", per_class[1], test)):

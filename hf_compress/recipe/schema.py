@@ -1,6 +1,6 @@
 """Strict recipe schema: YAML -> dataclasses, checked before any model is loaded.
 
-    >>> recipe = load_recipe("recipes/minilm-demo.yaml", overrides=["stages.2.distill.max_steps=10"])
+    >>> recipe = load_recipe("recipes/minilm-demo.yaml", overrides=["stages.1.distill.max_steps=10"])
 
 Unknown keys fail naming their path (``stages[1].distill.max_step``) and the closest valid key; wrong types
 and impossible stage orders fail the same way. Every failure is a :class:`~hf_compress.errors.RecipeError`.

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from distill_fixtures import naive_divergence
 
 from hf_compress.distillation import losses
 
@@ -14,21 +15,11 @@ def _softmax(z, tau):
     return [v / s for v in e]
 
 
-def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
-
-
 def naive(kind, s_row, t_row, tau=1.0, beta=0.5):
     s_row, t_row = s_row.tolist(), t_row.tolist()
     if kind == "mse":
         return sum((a - b) ** 2 for a, b in zip(s_row, t_row)) / len(s_row)
-    p_s, p_t = _softmax(s_row, tau), _softmax(t_row, tau)
-    if kind == "forward_kl":
-        return tau**2 * _kl(p_t, p_s)
-    if kind == "reverse_kl":
-        return tau**2 * _kl(p_s, p_t)
-    m = [beta * a + (1 - beta) * b for a, b in zip(p_t, p_s)]
-    return tau**2 * (beta * _kl(p_t, m) + (1 - beta) * _kl(p_s, m))
+    return naive_divergence(kind, _softmax(s_row, tau), _softmax(t_row, tau), tau, beta)
 
 
 def call(kind, s, t, mask=None, tau=1.0, beta=0.5, **kw):

@@ -4,15 +4,12 @@ import math
 
 import pytest
 import torch
+from distill_fixtures import naive_divergence
 
 from hf_compress.distillation import losses
 
 V = 50
 FUNCS = {"forward_kl": losses.forward_kl, "reverse_kl": losses.reverse_kl, "jsd": losses.generalized_jsd}
-
-
-def _kl(p, q):
-    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
 
 
 def naive_topk(kind, s_row, t_row, k, tau, beta=0.5):
@@ -28,13 +25,7 @@ def naive_topk(kind, s_row, t_row, k, tau, beta=0.5):
         w = [x ** (1 / tau) for x in b]
         return [x / sum(w) for x in w]
 
-    p_t, p_s = buckets(t_row), buckets(s_row)
-    if kind == "forward_kl":
-        return tau**2 * _kl(p_t, p_s)
-    if kind == "reverse_kl":
-        return tau**2 * _kl(p_s, p_t)
-    m = [beta * a + (1 - beta) * b for a, b in zip(p_t, p_s)]
-    return tau**2 * (beta * _kl(p_t, m) + (1 - beta) * _kl(p_s, m))
+    return naive_divergence(kind, buckets(s_row), buckets(t_row), tau, beta)
 
 
 def _cache_of(t, k):

@@ -146,3 +146,10 @@ def test_only_the_candidates_closest_to_the_target_are_scored_when_capped():
     assert len(scored) == 2 and any("were not scored" in n for n in p.notes)
     skipped = [r for r in p.rows if r.get("meets") and r.get("proxy") is None]
     assert skipped and max(r["params_ratio"] for r in scored) >= max(r["params_ratio"] for r in skipped)
+
+
+def test_a_resumed_search_with_no_time_left_reads_everything_from_its_log(tmp_path):
+    log = tmp_path / "log.jsonl"
+    first = plan(log=log)
+    again = plan(log=log, latency_fn=never_called, minutes=1e-6)
+    assert again.stages == first.stages and again.predicted == first.predicted

@@ -144,3 +144,22 @@ def test_linear_probe_works_under_inference_mode():
     with torch.inference_mode():
         xi = x.clone()
         assert probes.linear_probe(xi, y, xi, y) == expected
+
+
+def test_docs_split_tests_on_heldout_files_only(tmp_path, monkeypatch):
+    import glob
+
+    from hf_compress import assets
+
+    for section in probes.DOCS_SECTIONS:
+        for i in range(12):
+            folder = tmp_path / section
+            folder.mkdir(exist_ok=True)
+            (folder / f"f{i:02d}.rst.txt").write_text(f"{section} file {i} " + "w " * 120 + "\n\nshort")
+    monkeypatch.setattr(assets, "get_asset", lambda name: str(tmp_path))  # a str, as get_asset returns
+    (train, train_y), (test, test_y) = probes._docs_split((100, 100))
+    files = sorted(glob.glob(str(tmp_path / "**" / "*.rst.txt"), recursive=True))
+    held = {open(f).read().split("\n\n")[0].strip() for f in assets.heldout_split(files, "heldout")}
+    assert test and set(test) <= held and not set(train) & held
+    assert len(train) + len(test) == 12 * len(probes.DOCS_SECTIONS)
+    assert [probes.DOCS_SECTIONS[y] for y in test_y] == [t.split(" ")[0] for t in test]
