@@ -153,7 +153,7 @@ def load_compressed(
     model, info = auto.from_pretrained(
         path, trust_remote_code=trust_remote_code, use_safetensors=True, output_loading_info=True, **kwargs
     )
-    check_loading_info(info, str(path))
+    check_loading_info(info, str(path), model.config.model_type)
     return model.eval()
 
 

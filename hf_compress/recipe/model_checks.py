@@ -21,7 +21,9 @@ def _short(value) -> str:
 
 
 def check_model_type(model_type, where: str) -> None:
-    if model_type not in arch.ARCHITECTURES:
+    from ..io.folder_checks import is_known_family
+
+    if not is_known_family(model_type):
         raise RecipeError(
             f"{where}: model_type must be one of the supported families ({', '.join(arch.SUPPORTED_MODEL_TYPES)}), "
             f"got {_short(model_type)}"
@@ -48,7 +50,9 @@ def _memory_bytes() -> int | None:
 def check_config_sizes(config: dict, dtype_bytes: int = 4) -> None:
     """Size fields of a ``model.config`` mapping are ints >= 1 and the model fits in physical memory."""
     check_model_type(config.get("model_type"), "model.config")
-    spec = arch.ARCHITECTURES[config["model_type"]]
+    spec = arch.ARCHITECTURES.get(config["model_type"])
+    if spec is None:  # a measure-only family: nothing more to check from its keys
+        return
     keys = ("vocab_size", spec.hidden_size_key, spec.num_layers_key, spec.num_heads_key, spec.intermediate_size_key)
     for key in keys:
         value = config.get(key)
