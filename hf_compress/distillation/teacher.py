@@ -101,6 +101,8 @@ class TeacherOutput:
 class LiveTeacher:
     """A teacher model run on every micro-batch (no gradients, kept in eval mode)."""
 
+    chunkable = True  # can hand over final hidden states + LM head instead of logits (chunked losses)
+
     def __init__(self, model: nn.Module):
         self.model = model
 
@@ -127,6 +129,8 @@ class CachedTeacher:
     comparing token ids). A valid loss position outside the cached tokens, or a row whose tokens differ from the
     example's, is an error: the cache was built from other data.
     """
+
+    chunkable = True
 
     def __init__(self, data, meta: dict, dtype: torch.dtype):
         from .cache_format import ROW_COLUMN

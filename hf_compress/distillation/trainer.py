@@ -106,6 +106,9 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                                   f"LMs), got {args.logit_chunk_size}")
         if args.logit_chunk_size:
             lm_head_of(student)  # an nn.Linear head, or a clear error now
+            if not getattr(source, "chunkable", False):
+                raise HfCompressError(f"`logit_chunk_size` must be 0 with a {type(source).__name__} teacher (it "
+                                      f"returns logits only), got {args.logit_chunk_size}")
         self._generating = args.lmbda > 0 or args.seq_kd
         for name in ("lmbda", "seq_kd"):
             if getattr(args, name) and (not self.causal or teacher_cache is not None):

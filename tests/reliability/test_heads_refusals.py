@@ -42,3 +42,12 @@ def test_plans_with_bools_floats_or_repeats_are_refused(plan, problem):
     model = tiny_model("bert")
     with pytest.raises(SurgeryError, match=problem):
         prune_heads(model, plan)
+
+
+def test_sparsify_cannot_make_a_sparser_model_denser():
+    from hf_compress import sparsify
+
+    model = sparsify(tiny_model("llama"), 0.5)
+    with pytest.raises(SurgeryError, match="already 50"):
+        sparsify(model, 0.2)
+    sparsify(tiny_model("llama"), 0.2)  # and the other way round is a normal second pass

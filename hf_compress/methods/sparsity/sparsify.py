@@ -145,6 +145,11 @@ def sparsify(model: nn.Module, sparsity: float | None = None, method: str = "mag
     targets = {n: m for block in blocks for n, m in block.items()}
     if not targets:
         raise SurgeryError(f"`ignore`={config.ignore!r} leaves nothing to prune in {type(model).__name__}")
+    before = sparsity_report(model, modules=targets).sparsity
+    if before > config.sparsity + 1e-6:  # masks only add zeros: a lower target would be silently ignored
+        raise SurgeryError(f"the model is already {before:.0%} sparse in these modules; sparsity "
+                           f"{config.sparsity!r} cannot make it denser: ask for >= {before:.2f} or start from "
+                           f"the dense model")
     if config.n_m:  # validate every target before the first change
         m = config.n_m[1]
         bad = [n for n, mod in targets.items() if _rows(mod).shape[1] % m]

@@ -178,7 +178,7 @@ def test_report_counts_zeros(gpt2_lm):
 def test_sparsify_again_never_revives_zeros(llama_lm):
     sparsify(llama_lm, sparsity=0.5)
     zeros = {n: m.weight == 0 for n, m in _targets(llama_lm).items()}
-    sparsify(llama_lm, sparsity=0.25, scope="per_layer")
+    sparsify(llama_lm, sparsity=0.75, scope="per_layer")  # a lower target is refused (issue 15 item 21)
     for n, m in _targets(llama_lm).items():
         assert (m.weight[zeros[n]] == 0).all()
 
