@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import math
 import os
 import sys
 import time
@@ -56,17 +57,18 @@ def _meta_blocks(model, ffn: int, hidden: int) -> int:
     return block_params(shell)
 
 
-def solve_size(model, which: str, remove: float, ffn: int | None = None, round_to: int = 8) -> int:
+def solve_size(model, which: str, remove: float, fixed: int | None = None, round_to: int = 8) -> int:
     """The ``ffn`` or ``hidden`` size (a multiple of ``round_to``) that removes ``remove`` block parameters
-    (block parameters are linear in each size); ``ffn`` fixes the MLP width while solving for hidden."""
-    ffn_now, hidden_now = arch.intermediate_size(model), arch.hidden_size(model)
-    ffn = ffn or ffn_now
+    (block parameters are linear in each size, the other one held at ``fixed`` or its current value)."""
+    ffn_now, hidden_now, base = arch.intermediate_size(model), arch.hidden_size(model), block_params(model)
     if which == "ffn":
-        full, less = _meta_blocks(model, ffn_now, hidden_now), _meta_blocks(model, ffn_now - 8, hidden_now)
-        size = ffn_now - remove / ((full - less) / 8)
+        hidden = fixed or hidden_now
+        full, less = _meta_blocks(model, ffn_now, hidden), _meta_blocks(model, ffn_now - 8, hidden)
+        size = ffn_now - (remove - (base - full)) / ((full - less) / 8)
     else:
-        full, less = _meta_blocks(model, ffn, hidden_now), _meta_blocks(model, ffn, hidden_now - 8)
-        size = hidden_now - (remove - (block_params(model) - full)) / ((full - less) / 8)
+        ffn, step = fixed or ffn_now, math.lcm(8, arch.num_heads(model))  # a width the config accepts
+        full, less = _meta_blocks(model, ffn, hidden_now), _meta_blocks(model, ffn, hidden_now - step)
+        size = hidden_now - (remove - (base - full)) / ((full - less) / step)
     return max(round_to, int(round(size / round_to)) * round_to)
 
 
@@ -76,13 +78,13 @@ def width_variants(model, scores, base_blocks: int, hidden_ok: bool) -> dict:
     out = {f"FFN only ({arch.intermediate_size(model)}→{ffn_only})":
            prune_width(copy.deepcopy(model), ffn=ffn_only, scores=scores)}
     if hidden_ok:
-        hidden_only = solve_size(model, "hidden", target)
+        step = math.lcm(8, arch.num_heads(model))  # LlamaConfig: hidden_size % num_attention_heads == 0
+        hidden_only = solve_size(model, "hidden", target, round_to=step)
         out[f"hidden only ({arch.hidden_size(model)}→{hidden_only})"] = prune_width(
             copy.deepcopy(model), hidden=hidden_only, scores=scores)
-        half = solve_size(model, "ffn", target / 2)
-        hid = solve_size(model, "hidden", target, ffn=half)
-        out[f"FFN + hidden ({half}, {hid})"] = prune_width(copy.deepcopy(model), ffn=half, hidden=hid,
-                                                           scores=scores)
+        hid = solve_size(model, "hidden", target / 2, round_to=step)  # about half the budget, the FFN the rest
+        ffn = solve_size(model, "ffn", target, fixed=hid)
+        out[f"FFN + hidden ({ffn}, {hid})"] = prune_width(copy.deepcopy(model), ffn=ffn, hidden=hid, scores=scores)
     return out
 
 
@@ -202,7 +204,12 @@ def run_tiny() -> list[str]:
             + ["", "## tiny bert", ""] + bench_encoder(bert, tokenizer, calib, calib[:2], probe=False))
 
 
-def run_real(quick: bool) -> list[str]:
+def run_real(quick: bool, part: str = "all") -> list[str]:
+    lines = run_smollm2(quick) if part in ("all", "smollm2") else []
+    return lines + (run_minilm(quick) if part in ("all", "minilm") else [])
+
+
+def run_smollm2(quick: bool) -> list[str]:
     folder = get_asset("smollm2")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -210,14 +217,16 @@ def run_real(quick: bool) -> list[str]:
     tokens = 2048 if quick else 8192
     lines = ["## SmolLM2-135M-Instruct (30 layers, hidden 576, MLP 1536, 9 heads / 3 KV heads)", "",
              f"Importance on {len(calib) * 8} Wikipedia calibration summaries (256 tokens max)."]
-    lines += bench_causal(model, tokenizer, calib, wiki_texts("heldout", n=tokens // 40), tokens, 1 / 3)
-    del model
+    return lines + bench_causal(model, tokenizer, calib, wiki_texts("heldout", n=tokens // 40), tokens, 1 / 3)
+
+
+def run_minilm(quick: bool) -> list[str]:
     folder = get_asset("minilm")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
     calib = tokenize_batches(tokenizer, wiki_texts("calibration", n=64 if quick else 256), 16, max_length=128)
     evaluation = tokenize_batches(tokenizer, wiki_texts("heldout", n=64 if quick else 256), 32, max_length=128)
-    lines += ["", "## all-MiniLM-L6-v2 (6 layers, hidden 384, MLP 1536, 12 heads)", "",
+    lines = ["", "## all-MiniLM-L6-v2 (6 layers, hidden 384, MLP 1536, 12 heads)", "",
               f"Importance on {sum(len(b['input_ids']) for b in calib)} Wikipedia calibration summaries."]
     return lines + bench_encoder(model, tokenizer, calib, evaluation, probe=not quick)
 
@@ -227,14 +236,16 @@ def main(argv=None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--tiny", action="store_true", help="tiny in-process models, synthetic text (tests)")
     size.add_argument("--quick", action="store_true", help="fewer calibration and evaluation tokens")
+    parser.add_argument("--part", choices=("all", "smollm2", "minilm"), default="all", help="which model(s)")
     parser.add_argument("--output", default=None,
                         help="markdown path (default benchmarks/width.md; a temp file for --tiny / --quick)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     load = os.getloadavg()
     start = time.perf_counter()
-    lines = run_tiny() if args.tiny else run_real(args.quick)
+    lines = run_tiny() if args.tiny else run_real(args.quick, args.part)
     flag = " --tiny" if args.tiny else " --quick" if args.quick else ""
+    flag += f" --part {args.part}" if args.part != "all" else ""
     text = "\n".join([f"# Width pruning vs depth and heads at -25% of block parameters{flag}", "",
                       f"`flock /tmp/bench.lock python scripts/bench_width.py{flag}`; no retraining; load average "
                       f"{load[0]:.1f} before, {os.getloadavg()[0]:.1f} after, {time.perf_counter() - start:.0f} s "

@@ -104,8 +104,9 @@ def render(rows: list[dict], notes: list[str], s, model_name: str, ctx: dict) ->
     la, lb = ctx["load_after"], ctx["load_before"]
     budget = (f"{s.steps} steps × {s.batch_size} × {s.seq_len} tokens = {s.tokens:,} tokens per arm, AdamW lr "
               f"{s.learning_rate:g}, cosine schedule, {s.warmup:.0%} warm-up, bf16 autocast: {s.bf16}, device "
-              f"{s.device}; distillation: forward KL at τ={s.temperature:g} from the original model (live "
-              f"teacher); fine-tuning: the model's own LM loss on the same blocks")
+              f"{s.device}; distillation: forward KL at τ={s.temperature:g} from the original model ("
+              f"{f'its top-{s.top_k} logits cached once' if s.teacher_cache else 'live teacher'}); fine-tuning: the "
+              f"model's own LM loss on the same blocks")
     header = [
         f"## Healing {model_name} (`{s.preset}` preset)", "",
         f"`{ctx['command']}` — started {ctx['started']}, {ctx['wall_s'] / 60:.1f} min wall in all, "

@@ -99,7 +99,7 @@ def load_model(spec: ModelSpec, task: str, seed: int = 0):
             source, dtype=dtype, trust_remote_code=spec.trust_remote_code, revision=spec.revision,
             use_safetensors=True, output_loading_info=True,
         )
-        check_loading_info(info, f"model {spec.name_or_path}")
+        check_loading_info(info, f"model {spec.name_or_path}", model.config.model_type)
         if not spec.trust_remote_code and getattr(model.config, "auto_map", None):
             # the stock class was used: an auto_map would point the output at code it does not ship
             logger.warning("dropping auto_map from %s's config (loaded without trust_remote_code)", source)

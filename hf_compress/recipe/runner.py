@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RecipeError, SurgeryError
+from ..errors import RecipeError, SurgeryError, UnsupportedArchitectureError
 from .schema import EMBEDDING_METRICS, Recipe, apply_overrides, load_recipe, parse_recipe
 
 __all__ = ["RunResult", "run_recipe", "check_destination"]
@@ -156,7 +156,7 @@ def _run(recipe: Recipe, *, token, hub_api, extra, start: float, cpu_start: floa
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             record = run_stage(ctx, stage.name, stage.config)
-        except SurgeryError as exc:  # a value the recipe gave (layer 7 of 4): a recipe error, exit 2
+        except (SurgeryError, UnsupportedArchitectureError) as exc:  # the recipe asked it (layer 7 of 4): exit 2
             raise RecipeError(f"stages[{i}].{stage.name}: {exc}") from exc
         record["seconds"] = round(time.perf_counter() - t0, 2)
         record["cpu_seconds"] = round(time.process_time() - c0, 2)

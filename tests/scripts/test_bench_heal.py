@@ -83,6 +83,17 @@ def test_tiny_table_rows_and_columns_agree(tiny_run, bench):
         assert _num(w8a16[3]) < 0.6 * _num(kd[3]) and _num(w8a8[3]) < 0.6 * _num(kd[3])  # int8 on disk
     assert "started" in tiny_run and "load average" in tiny_run and "--tiny" in tiny_run
     assert tiny_run.count("distillation recovered") == 2
+    assert "its top-32 logits cached once" in tiny_run and "- teacher cache: top-32 logits of the 24" in tiny_run
+
+
+def test_live_teacher_path(bench, tmp_path):
+    out = tmp_path / "live.md"
+    argv = ["--tiny", "--output", str(out)] + [f"--set={kv}" for kv in
+                                               ("steps=2", "compressions=layers", "quantize=false", "teacher_cache=false")]
+    assert bench.main(argv) == 0
+    text = out.read_text()
+    assert "(live teacher)" in text and "teacher cache:" not in text
+    assert [r[1] for r in _rows(text)][2:] == ["healed: distillation", "healed: LM fine-tuning (no teacher)"]
 
 
 def test_recovered_share_formula(bench):

@@ -85,7 +85,43 @@ def check_width(model: nn.Module, config: WidthPruningConfig) -> tuple[int, int,
         for layer in arch.get_layers(model):
             for path in spec.linear_paths:
                 _check_prunable(arch.get_submodule(layer, path), path)
+        hidden_new = _accepted_hidden(model, config, hidden_new, hidden_now)
     return ffn_now, ffn_new, hidden_now, hidden_new
+
+
+def _config_refuses(model: nn.Module, hidden: int) -> str | None:
+    """Why the model's config class refuses residual width ``hidden`` (transformers validates a config on
+    save: Llama needs ``hidden_size % num_attention_heads == 0``), or ``None``."""
+    spec = arch.get_arch(model)
+    config = copy.deepcopy(model.config)
+    setattr(config, spec.head_dim_key, arch.head_dim(model))
+    setattr(config, spec.hidden_size_key, hidden)
+    validate = getattr(config, "validate", None)
+    try:
+        if validate is not None:
+            validate()
+    except Exception as exc:  # noqa: BLE001 - any validator error means the config cannot be saved
+        line = str(exc).strip().splitlines()[-1].strip()  # "ValueError: The hidden size (..) is not ..."
+        return line.split(": ", 1)[-1].rstrip(".") if line.split(":", 1)[0].endswith("Error") else line
+    return None
+
+
+def _accepted_hidden(model: nn.Module, config: WidthPruningConfig, size: int, current: int) -> int:
+    """``size`` if the config accepts it; for a fraction the nearest multiple of ``round_to`` it accepts
+    (ties: the smaller); for an explicit size an error naming that nearest accepted size."""
+    reason = _config_refuses(model, size)
+    if reason is None:
+        return size
+    step = config.round_to
+    candidates = sorted(range(step, current, step), key=lambda c: (abs(c - size), c))
+    nearest = next((c for c in candidates if _config_refuses(model, c) is None), None)
+    if isinstance(config.hidden, float) and nearest is not None:
+        logger.warning("prune_width: hidden %d is refused by %s (%s); using %d", size,
+                       type(model.config).__name__, reason, nearest)
+        return nearest
+    fix = f"use {nearest}" if nearest is not None else "keep the hidden size"
+    raise SurgeryError(f"`hidden` must be a size {type(model.config).__name__} accepts, got {size}: {reason}; "
+                       f"{fix}")
 
 
 def plan_width(model: nn.Module, config: WidthPruningConfig, scores: WidthScores | None):

@@ -200,3 +200,16 @@ def test_a_result_the_stock_class_cannot_rebuild_is_refused_before_any_change():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     prune_width(model, ffn=0.25, scores=_random_scores(model))  # the MLP is fine
     assert arch.intermediate_size(model) == 48
+
+
+def test_hidden_sizes_the_config_refuses():
+    """LlamaConfig refuses (on save) a hidden size that is not a multiple of num_attention_heads: an explicit
+    size is an error naming the nearest accepted one; a fraction moves to the nearest accepted multiple."""
+    model = tiny_model("llama", hidden_size=48, num_attention_heads=6, num_key_value_heads=2, head_dim=8)
+    with pytest.raises(SurgeryError, match=r"`hidden` must be a size LlamaConfig accepts, got 32: .*"
+                                           r"not a multiple of the number of attention heads \(6\); use 24"):
+        prune_width(model, hidden=32, scores=_random_scores(model))
+    assert arch.hidden_size(model) == 48
+    prune_width(model, hidden=0.25, scores=_random_scores(model))  # 36 -> 32 (round_to 8) -> 24
+    assert arch.hidden_size(model) == 24
+    model.config.validate()
