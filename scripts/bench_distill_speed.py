@@ -84,8 +84,9 @@ def _pair(name: str, tiny: bool):
         teacher = auto.from_pretrained(folder, dtype=torch.float32)
         tok = transformers.AutoTokenizer.from_pretrained(folder)
         seq = 128 if name == "minilm" else 256
-        texts = [t for t in wiki_texts("calibration") if len(t) > 4 * seq][:64]
+        texts = [t for t in wiki_texts("calibration") if len(t) > 4 * seq][:256]
         ids = [tok(t, truncation=True, max_length=seq)["input_ids"] for t in texts]
+        ids = [r for r in ids if len(r) == seq][:64]  # full rows: every arm sees the same unpadded batches
     n_student = {"minilm": 3, "smollm2": 22}[name] if not tiny else 2
     student = student_from_teacher(teacher, num_layers=n_student)
     return teacher.eval(), student, tok, ids, seq

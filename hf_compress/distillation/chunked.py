@@ -42,26 +42,28 @@ class ChunkedHeadLoss(torch.autograd.Function):
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         want_b = bias is not None and ctx.needs_input_grad[2]
         grad_h = torch.zeros_like(hidden) if want_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if want_w else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if want_w else None  # the only (V, d) buffer
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if want_b else None
         sums = torch.zeros(coeffs.numel(), dtype=torch.float32, device=hidden.device)
         c = coeffs.detach().to(device=hidden.device, dtype=torch.float32)
         for lo in range(0, hidden.shape[0], chunk_rows):
             hi = min(lo + chunk_rows, hidden.shape[0])
+            h = hidden[lo:hi].detach()
             with torch.enable_grad():
-                h = hidden[lo:hi].detach().requires_grad_(want_h)
-                w = weight.detach().requires_grad_(want_w)
-                b = None if bias is None else bias.detach().requires_grad_(want_b)
-                terms = row_terms(head_logits(h, w, b, softcap), lo, hi)  # (n_terms,)
-                inputs = [t for t, need in ((h, want_h), (w, want_w), (b, want_b)) if need]
-                if inputs and terms.requires_grad:
-                    grads = list(torch.autograd.grad((terms * c).sum(), inputs))
-                    if want_h:
-                        grad_h[lo:hi] = grads.pop(0)
-                    if want_w:
-                        grad_w += grads.pop(0)
-                    if want_b:
-                        grad_b += grads.pop(0)
+                z = F.linear(h, weight.detach(), None if bias is None else bias.detach()).requires_grad_()  # (n, V)
+                logits = torch.tanh(z.float() / softcap) * softcap if softcap else z.float()
+                terms = row_terms(logits, lo, hi)  # (n_terms,)
+                if terms.requires_grad:
+                    (dz,) = torch.autograd.grad((terms * c).sum(), z)  # (n, V): the chunk's logit gradient
+                else:
+                    dz = None
+            if dz is not None:  # the head's backward by hand: no per-chunk (V, d) temporary
+                if want_h:
+                    grad_h[lo:hi] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
+                if want_w:
+                    grad_w.addmm_(dz.float().t(), h.float())
+                if want_b:
+                    grad_b += dz.float().sum(0)
             sums += terms.detach().float()
         ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
         ctx.wants = (want_h, want_w, want_b)
@@ -74,7 +76,7 @@ class ChunkedHeadLoss(torch.autograd.Function):
         saved = list(ctx.saved_tensors)
         out = []
         for want, dtype in zip(ctx.wants, (None, *ctx.dtypes)):
-            g = saved.pop(0) * grad_loss if want else None
+            g = saved.pop(0).mul_(grad_loss) if want else None  # in place: the buffers are not needed again
             out.append(g if g is None or dtype is None else g.to(dtype))
         return (*out, None, None, None, None)
 

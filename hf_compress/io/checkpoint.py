@@ -192,31 +192,16 @@ def _tensor_stats(folder: Path) -> dict:
     }
 
 
-def _read_config_json(folder: Path) -> dict:
-    file = folder / "config.json"
-    if not file.is_file():
-        raise CheckpointError(
-            f"{str(folder)!r} is not a checkpoint folder (no config.json); give the folder that "
-            f"save_pretrained or hf-compress run wrote"
-        )
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file} is not valid JSON ({exc}); the checkpoint is damaged") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{file} must hold a JSON object, got {type(raw).__name__}")
-    return raw
-
-
 def describe(path: str | os.PathLike) -> dict:
     """What ``hf-compress inspect`` prints: architecture, layers, heads, int8 modules, sparsity, size and the
     compression recorded in ``compression_config.json``. Reads files only; no model is built."""
     from types import SimpleNamespace
 
     from .. import arch
+    from .folder_checks import read_config_json
 
     folder = Path(path)
-    raw = _read_config_json(folder)
+    raw = read_config_json(folder)
     # the raw JSON, never AutoConfig: a folder with auto_map could make transformers import (or prompt to
     # import) its Python. arch reads the family's own keys, which config.json holds as written.
     config = SimpleNamespace(**raw)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 
-__all__ = ["check_model_folder", "check_loading_info", "is_known_family", "PICKLE_FILES", "MEASURE_ONLY"]
+__all__ = ["read_config_json", "check_model_folder", "check_loading_info", "is_known_family", "PICKLE_FILES", "MEASURE_ONLY"]
 
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5", "flax_model.msgpack")
 
@@ -32,20 +32,29 @@ def is_known_family(model_type) -> bool:
     return model_type in arch.ARCHITECTURES or model_type in MEASURE_ONLY
 
 
-def check_model_folder(path: str | Path) -> dict:
-    """The folder's ``config.json`` (a dict) after the checks above; :class:`CheckpointError` otherwise."""
-    from .. import arch
-
-    folder = Path(path)
-    file = folder / "config.json"
+def read_config_json(folder: Path) -> dict:
+    """``config.json`` of ``folder`` as plain JSON (no code runs); :class:`CheckpointError` when absent or bad."""
+    file = Path(folder) / "config.json"
     if not file.is_file():
-        raise CheckpointError(f"{str(folder)!r} is not a checkpoint folder (no config.json)")
+        raise CheckpointError(
+            f"{str(folder)!r} is not a checkpoint folder (no config.json); give the folder that "
+            f"save_pretrained or hf-compress run wrote"
+        )
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{file} is not valid JSON ({str(exc)[:80]}); the checkpoint is damaged") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{file} must hold a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def check_model_folder(path: str | Path) -> dict:
+    """The folder's ``config.json`` (a dict) after the checks above; :class:`CheckpointError` otherwise."""
+    from .. import arch
+
+    folder = Path(path)
+    raw = read_config_json(folder)
     model_type = raw.get("model_type")
     if not is_known_family(model_type):
         shown = repr(model_type) if len(repr(model_type)) <= 60 else repr(model_type)[:57] + "...'"

@@ -5,9 +5,7 @@ memory (a ``hidden_size: 1e12`` would otherwise try to allocate hundreds of tera
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 from .. import arch
 from ..errors import RecipeError
@@ -69,14 +67,12 @@ def check_config_sizes(config: dict, dtype_bytes: int = 4) -> None:
 
 
 def check_folder_config(folder: str) -> None:
-    """A local model folder's ``config.json`` names a supported family (read as JSON: no code runs)."""
-    file = Path(folder) / "config.json"
-    if not file.is_file():
-        raise RecipeError(f"model.name_or_path: folder {folder!r} has no config.json; give a checkpoint folder")
+    """A local model folder passes :func:`hf_compress.io.folder_checks.check_model_folder` (a supported family,
+    safetensors weights; read as JSON: no code runs)."""
+    from ..errors import CheckpointError
+    from ..io.folder_checks import check_model_folder
+
     try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"model.name_or_path: {file} is not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"model.name_or_path: {file} must hold a JSON object")
-    check_model_type(raw.get("model_type"), f"model.name_or_path ({folder})")
+        check_model_folder(folder)
+    except CheckpointError as exc:
+        raise RecipeError(f"model.name_or_path: {exc}") from None

@@ -65,6 +65,9 @@ def run(out_dir: str) -> None:
                   "model_wrapped_type": type(trainer.model_wrapped).__name__}
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(result, f)
+    # destroy the process group before the interpreter exits: a gloo group left alive at exit is what aborted a
+    # child at teardown ("terminate called without an active exception") after rank 0 had written its result
+    trainer.end()
 
 
 if __name__ == "__main__":

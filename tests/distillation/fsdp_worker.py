@@ -65,6 +65,7 @@ def run(out_dir: str) -> None:
                        "student_type": type(student).__name__}, fh)
     if world > 1:
         dist.barrier()
+        dist.destroy_process_group()  # never leave a gloo group alive at interpreter exit
 
 
 if __name__ == "__main__":

@@ -81,9 +81,7 @@ def w8a16_linear(
     """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype, 16-bit math."""
     cdtype = x.dtype if x.dtype in _HALF else (torch.bfloat16 if x.device.type == "cpu" else torch.float16)
     xc = x.to(cdtype)
-    # inductor (torch 2.13, CPU) cannot lower _weight_int8pack_mm on a computed input: traced, the dequantize
-    # + linear form is used (a compile failure here sent the kernel, or a whole block, back to eager)
-    if int8pack_fits(xc, w) and not torch.compiler.is_compiling():
+    if int8pack_fits(xc, w):
         y = torch.ops.aten._weight_int8pack_mm(xc.contiguous(), w, w_scale.reshape(-1).to(cdtype))  # (M, N)
     else:
         y = F.linear(xc, w.to(cdtype) * w_scale.to(cdtype))  # (M, N)
@@ -128,6 +126,8 @@ def int8_linear(x, w, w_scale, bias, mode: str, use_compile: bool = False, act: 
     fn = _KERNELS[mode]
     if not use_compile or (torch.is_grad_enabled() and x.requires_grad):
         return fn(x, w, w_scale, bias, act)
+    if mode == "w8a16" and int8pack_fits(x, w):  # one extern op, nothing to fuse, and inductor (torch 2.13,
+        return fn(x, w, w_scale, bias, act)  # CPU) cannot lower it: compiled, the whole kernel fell back
     key = _key(mode, x, w, bias, act)
     compiled = _compiled(key)
     if compiled is None:

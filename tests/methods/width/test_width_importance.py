@@ -6,17 +6,19 @@ from tiny_models import ENCODER_TYPES, tiny_batch, tiny_model
 
 from hf_compress import arch, width_importance
 from hf_compress.errors import SurgeryError
-from hf_compress.methods.width.importance import hidden_norms
 
 
 def _naive(model, batches):
-    """Capture every activation, then average |x| token by token in float64 over the valid tokens."""
-    spec, layers, norms = arch.get_arch(model), arch.get_layers(model), hidden_norms(model)
-    seen = {"ffn": [[] for _ in layers], "norm": [[] for _ in norms]}
+    """Capture every activation with plain hooks, then average |x| token by token in float64 over the valid
+    tokens."""
+    spec, layers = arch.get_arch(model), arch.get_layers(model)
+    readers = [arch.get_submodule(layer, p) for layer in layers for p in (spec.qkv or spec.q, spec.mlp_in[0])]
+    seen = {"ffn": [[] for _ in layers], "norm": [[] for _ in readers]}
     handles = [arch.get_submodule(layer, spec.mlp_out).register_forward_pre_hook(
         lambda m, a, i=i: seen["ffn"][i].append(a[0].detach())) for i, layer in enumerate(layers)]
-    handles += [norm.register_forward_hook(lambda m, a, out, j=j: seen["norm"][j].append(out.detach()))
-                for j, norm in enumerate(norms)]
+    # the outputs of the norms feeding attention and the MLP = what their first projections read
+    handles += [module.register_forward_pre_hook(lambda m, a, j=j: seen["norm"][j].append(a[0].detach()))
+                for j, module in enumerate(readers)]
     masks = []
     with torch.no_grad():
         for batch in batches:
