@@ -208,12 +208,12 @@ def test_bad_checkpoints_are_refused(tmp_path, our_loader, case):
 
 
 def test_format_matches_compressed_tensors_library_when_available():
-    """Runs tests/io/test_quantizer_ct.py where the compressed-tensors package is importable: here, or in
+    """Runs tests/methods/int8/test_loader_ct.py where the compressed-tensors package is importable: here, or in
     the interpreter named by HF_COMPRESS_CT_PYTHON (a separate environment keeps this one package-free)."""
     try:
         import compressed_tensors  # noqa: F401
 
-        pytest.skip("compressed-tensors is importable here: test_quantizer_ct.py runs in this session")
+        pytest.skip("compressed-tensors is importable here: test_loader_ct.py runs in this session")
     except ImportError:
         pass
     python = os.environ.get("HF_COMPRESS_CT_PYTHON")
@@ -222,7 +222,7 @@ def test_format_matches_compressed_tensors_library_when_available():
             "compressed-tensors not installed; set HF_COMPRESS_CT_PYTHON to an interpreter that has it"
         )
     proc = subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/io/test_quantizer_ct.py"],
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/methods/int8/test_loader_ct.py"],
         capture_output=True,
         text=True,
         cwd=str(ROOT),

@@ -1,7 +1,7 @@
 """Our files equal what the compressed-tensors library writes; stock transformers + that library loads them.
 
 Skipped unless ``compressed_tensors`` is importable. This environment keeps the package out (its presence
-switches ``from_pretrained`` to transformers' own loader); ``test_quantizer.py`` runs this file in the
+switches ``from_pretrained`` to transformers' own loader); ``test_loader.py`` runs this file in the
 interpreter named by ``HF_COMPRESS_CT_PYTHON`` instead.
 """
 
