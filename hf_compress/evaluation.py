@@ -7,6 +7,7 @@ and reported as medians, because the machines this runs on are shared and noisy.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "report_path",
     "write_report",
     "reload_check",
+    "cpu_has_native_bf16",
 ]
 
 _WEIGHT_BUFFER_SUFFIXES = ("weight", "weight_packed")
@@ -220,3 +222,16 @@ def reload_check(model: nn.Module, auto_cls, batch: dict, remote: bool = False) 
         key = "logits" if hasattr(a, "logits") else "last_hidden_state"
         diff = (getattr(a, key) - getattr(b, key)).abs().max().item()
         return f"max diff {diff:.1e}, {checkpoint_bytes(tmp) / 1e6:.0f} MB"
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` among the flags of
+    ``/proc/cpuinfo``, or ``cpuinfo`` text given for tests). Without them torch emulates bf16 matmuls: on an
+    AVX2-only EPYC bf16 autocast ran 8x slower than fp32, so benchmarks train in fp32 there. Unknown (no
+    ``/proc/cpuinfo``): False, the safe choice."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
