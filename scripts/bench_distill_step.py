@@ -40,6 +40,7 @@ class _Arm:
     def __init__(self, trainer, max_steps: int):
         self.trainer, self.model = trainer, trainer.model
         trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
+        trainer.current_gradient_accumulation_steps = 1  # set by the training loop, read by training_step
         self.loader = trainer.get_train_dataloader()
         self._it = iter(self.loader)
         self.times, self.fetch, self.losses, self.teacher_s = [], [], [], []
