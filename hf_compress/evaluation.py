@@ -7,7 +7,6 @@ and reported as medians, because the machines this runs on are shared and noisy.
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -37,7 +36,7 @@ __all__ = [
     "report_path",
     "write_report",
     "reload_check",
-    "cpu_has_native_bf16",
+    "native_bf16_cpu",
 ]
 
 _WEIGHT_BUFFER_SUFFIXES = ("weight", "weight_packed")
@@ -178,6 +177,15 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, batches: Iterable[
     return agree / max(total, 1)
 
 
+def native_bf16_cpu() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX tiles). Only there does bf16 autocast
+    speed up CPU training; elsewhere torch emulates bf16 (8x slower than fp32 for a 1024x1536x384 matmul on an
+    AVX2-only EPYC), so benchmarks use it to pick fp32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if callable(check))
+
+
 def report_path(output: str | Path | None, published: str | Path, smoke: bool) -> Path:
     """Where a benchmark writes its table: ``output`` when given, else the ``published`` table for a full
     run, else (``smoke``: a --tiny / --quick run) ``<tmp>/<name>-smoke.md``, so a smoke run never overwrites
@@ -222,16 +230,3 @@ def reload_check(model: nn.Module, auto_cls, batch: dict, remote: bool = False) 
         key = "logits" if hasattr(a, "logits") else "last_hidden_state"
         diff = (getattr(a, key) - getattr(b, key)).abs().max().item()
         return f"max diff {diff:.1e}, {checkpoint_bytes(tmp) / 1e6:.0f} MB"
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16`` among the flags of
-    ``/proc/cpuinfo``, or ``cpuinfo`` text given for tests). Without them torch emulates bf16 matmuls: on an
-    AVX2-only EPYC bf16 autocast ran 8x slower than fp32, so benchmarks train in fp32 there. Unknown (no
-    ``/proc/cpuinfo``): False, the safe choice."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None

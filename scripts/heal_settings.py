@@ -117,7 +117,7 @@ def make_settings(args) -> HealSettings:
             raise SystemExit(f"--set {item!r}: {value!r} is not a number / true / false") from None
     settings = dataclasses.replace(PRESETS[preset], **overrides)
     if settings.bf16 is None:  # bf16 autocast only where it is native: emulated on AVX2 it was 8x slower
-        from hf_compress.evaluation import cpu_has_native_bf16
+        from hf_compress.evaluation import native_bf16_cpu
 
-        settings = dataclasses.replace(settings, bf16=settings.device == "cuda" or cpu_has_native_bf16())
+        settings = dataclasses.replace(settings, bf16=settings.device == "cuda" or native_bf16_cpu())
     return settings

@@ -93,13 +93,15 @@ def test_reload_check_reports_the_difference_after_save_and_reload():
     assert ev.reload_check(model, AutoModelForCausalLM, batch).startswith("max diff 0.0e+00, ")
 
 
-def test_cpu_has_native_bf16_reads_the_cpu_flags():
-    from hf_compress.evaluation import cpu_has_native_bf16
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True),
+                                                        (False, True, True)])
+def test_native_bf16_cpu_follows_the_cpu_flags(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert ev.native_bf16_cpu() is expected
 
-    avx2 = "flags\t\t: fpu sse2 avx avx2 fma bmi2\n"
-    assert not cpu_has_native_bf16(avx2)
-    assert not cpu_has_native_bf16("flags\t\t: avx512f avx512_vnni avx512bw\n")  # AVX512 without BF16
-    assert cpu_has_native_bf16("flags\t\t: avx512f avx512_bf16 avx512_vnni\n")
-    assert cpu_has_native_bf16("flags\t\t: amx_tile amx_bf16 amx_int8\n")
-    assert not cpu_has_native_bf16("flags\t\t: xavx512_bf16y\n")  # whole words only
-    assert isinstance(cpu_has_native_bf16(), bool)  # this machine's /proc/cpuinfo, whatever it says
+
+def test_native_bf16_cpu_is_false_when_torch_cannot_tell(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert ev.native_bf16_cpu() is False

@@ -178,7 +178,7 @@ def test_bf16_only_where_it_is_native(bench, monkeypatch):
     import hf_compress.evaluation as evaluation
 
     for native in (False, True):
-        monkeypatch.setattr(evaluation, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(evaluation, "native_bf16_cpu", lambda native=native: native)
         for argv in ([], ["--preset", "cpu"]):
             assert bench.make_settings(bench.parse_args(argv)).bf16 is native  # fp32 on an AVX2-only CPU
         assert bench.make_settings(bench.parse_args(["--device", "cuda"])).bf16 is True
