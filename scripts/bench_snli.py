@@ -137,8 +137,9 @@ class BenchSettings:
 
 PRESETS = {
     # full and quick share the teacher (same teacher settings -> same cache entry); students differ
-    # full: 64k of the 99,890 pairs (all of them did not fit the session's core-0 budget and deadline), two students
-    "full": BenchSettings(student_pairs=64_000, students="no teacher,logits"),
+    # full: 1,250 steps over 64k of the 99,890 pairs (more did not fit one shared core before the session's
+    # deadline); two students, the distilled one first
+    "full": BenchSettings(student_pairs=64_000, student_steps=1_250, students="logits,no teacher"),
     "quick": BenchSettings(preset="quick", test_size=2_000, student_steps=150, latency_repeats=5),
     "tiny": BenchSettings(preset="tiny", train_size=96, student_pairs=192, test_size=48, max_length=16,
                           batch_size=8, teacher_lr=5e-3, teacher_epochs=3.0, student_steps=6,
@@ -172,6 +173,7 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
         rows[name] = dict(acc=snli_data.stored_accuracy(student, folder, settings, test_tok, tokenizer, labels),
                           **{k: stats.get(k) for k in ("train_s", "cpu_s", "steps", "steps_per_s", "pairs")})
         logger.warning("%s: accuracy %.4f (%s)", name, rows[name]["acc"], folder.name)
+    rows = {n: rows[n] for n in [teacher_name] + [f"student: {k}" for k in STUDENTS if k in kinds]}
     distilled = [k for k in ("logits + hidden", "logits") if k in kinds]
     if distilled:
         start = time.perf_counter()
@@ -208,7 +210,8 @@ def header(settings: BenchSettings, model_name: str, n_test: int, argv: list[str
         f"{loads[0]:.2f} at the start, {loads[1]:.2f} at the end.", "",
         f"Teacher: the first {settings.train_size:,} of the shuffled training pairs, {settings.teacher_epochs:g} "
         f"epoch(s) at lr {settings.teacher_lr:g}. Every student: the same {settings.pairs:,} pairs (the "
-        f"teacher's first), {settings.steps} steps, batch {settings.batch_size}, lr {settings.student_lr:g} "
+        f"teacher's first), {settings.steps} steps × batch {settings.batch_size} = "
+        f"{settings.steps * settings.batch_size / settings.pairs:.2f} epoch, lr {settings.student_lr:g} "
         f"linear with 6% warm-up, teacher layers {keep}. KD: forward KL at τ={settings.temperature:g}, "
         f"α_logits={settings.alpha_logits:g}, α_task={settings.alpha_task:g}, α_hidden="
         f"{settings.alpha_hidden:g} ({settings.layer_map} layer map, MSE). max_length {settings.max_length}; "
