@@ -5,23 +5,23 @@ logit-loss memory.
     python scripts/bench_distill_speed.py --tiny          # tiny in-process models, seconds -> a temporary file
     python scripts/bench_distill_speed.py --parts memory  # one part: speed, kl, memory (comma-separated)
 
-speed: per pair, the same student copy and rows trained three ways side by side in one process (live
-DistillationTrainer, DistillationTrainer(teacher_cache=...), a plain transformers Trainer on the student's own
-loss), median seconds per optimizer step after one warm-up step; cache build time and bytes per token; the
-logged loss of live vs cached per step. kl: forward KL of the un-healed SmolLM2 student to its teacher, dense vs
+speed: per pair, copies of the same student trained three ways in one process, their optimizer steps
+interleaved round by round (live DistillationTrainer, DistillationTrainer(teacher_cache=...), a plain
+transformers Trainer on the student's own loss; ``bench_distill_step.py``): medians over rounds, cache build
+time and bytes per token, the loss of live vs cached per step. kl: forward KL of the un-healed SmolLM2 student to its teacher, dense vs
 the top-k bucket loss at k in 8, 32, 128 (tau 1 and 2). memory: peak resident memory of one training step
-(forward + backward, above the resident model) with and without ``logit_chunk_size`` for a SmolLM2-shaped
-(V = 49,152) and a gemma-3-shaped (V = 262,144) model of depth 2 built from configs; each in its own process.
+(forward + backward, above the resident model) with and without ``logit_chunk_size``, and of the same step
+without any logit loss (the loss memory is the difference), for a SmolLM2-shaped (V = 49,152) and a
+gemma-3-shaped (V = 262,144) model of depth 2 built from configs; each in its own process. Each run updates
+only its parts (the JSON beside the markdown keeps the others).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,20 +32,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from transformers import Trainer, TrainerCallback  # noqa: E402
-
-
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.times, self._t = [], None
-
-    def on_step_begin(self, args, state, control, **kw):
-        self._t = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kw):
-        self.times.append(time.perf_counter() - self._t)
+from transformers import Trainer  # noqa: E402
 
 
 class _PlainEncoder(Trainer):
@@ -102,44 +92,10 @@ def _dataset(ids, causal: bool):
 
 
 def bench_speed(name: str, tiny: bool, steps: int, batch: int, out_dir: str) -> dict:
-    from hf_compress import DistillationArguments, DistillationTrainer, cache_teacher_outputs
-    from hf_compress.distillation.cache import cache_summary
-    from hf_compress.arch import num_layers
+    """Live / cached / plain steps of one pair, interleaved in one process (``bench_distill_step.py``)."""
+    from bench_distill_step import bench_speed as interleaved
 
-    teacher, student, tok, ids, seq = _pair(name, tiny)
-    causal = name == "smollm2"
-    ds = _dataset(ids[: (steps + 1) * batch], causal)
-    hidden = [] if causal else [k * num_layers(teacher) // num_layers(student) for k in range(1, num_layers(student) + 1)]
-    common = dict(output_dir=os.path.join(out_dir, "run"), report_to="none", use_cpu=True, disable_tqdm=True,
-                  save_strategy="no", train_sampling_strategy="sequential", learning_rate=1e-4, seed=0,
-                  per_device_train_batch_size=batch, max_steps=steps + 1, logging_steps=1, max_grad_norm=1.0)
-    kd = dict(alpha_logits=1.0 if causal else 0.0, alpha_hidden=0.0 if causal else 1.0, temperature=1.0,
-              layer_map="uniform")
-    t0 = time.perf_counter()
-    folder = cache_teacher_outputs(teacher, ds, os.path.join(out_dir, f"cache-{name}"), top_k=32 if causal else 0,
-                                   hidden_layers=hidden, max_length=seq, batch_size=batch, tokenizer=tok)
-    build_s = time.perf_counter() - t0
-    summary = cache_summary(folder)
-    arms = {}
-    for arm in ("live", "cached", "plain"):
-        model = copy.deepcopy(student).train()
-        timer = StepTimer()
-        if arm == "plain":
-            from transformers import TrainingArguments
-
-            cls = Trainer if causal else _PlainEncoder
-            trainer = cls(model=model, args=TrainingArguments(**common), train_dataset=ds)
-        else:
-            source = {"teacher_model": teacher} if arm == "live" else {"teacher_cache": folder}
-            trainer = DistillationTrainer(model=model, args=DistillationArguments(**common, **kd), train_dataset=ds,
-                                          processing_class=tok, **source)
-        trainer.add_callback(timer)
-        load = _uptime()
-        trainer.train()
-        arms[arm] = {"median_s": statistics.median(timer.times[1:]), "times": timer.times, "load": load,
-                     "losses": [r["loss"] for r in trainer.state.log_history if "loss" in r]}
-    return {"pair": name, "batch": batch, "seq": seq, "steps": steps, "build_s": build_s, "cache": summary,
-            "rows_cached": len(ds), "arms": arms}
+    return interleaved(name, tiny, steps, batch, out_dir)
 
 
 def bench_kl(tiny: bool) -> list[dict]:
@@ -162,9 +118,11 @@ def bench_kl(tiny: bool) -> list[dict]:
     return rows
 
 
-def _memory_step(cfg: dict, chunk: int) -> dict:
+def _memory_step(cfg: dict, chunk) -> dict:
     """Peak resident memory (VmHWM reset by clear_refs, minus VmRSS before) and time of one forward + backward
-    of a DistillationTrainer step at ``logit_chunk_size=chunk``; the median of 3 (gradients stay allocated)."""
+    of a DistillationTrainer step at ``logit_chunk_size=chunk``; the median of 3 (gradients stay allocated).
+    ``chunk="none"``: the step without any logit loss (teacher and student bodies, a loss on the student's final
+    hidden states, no LM head): the baseline that the loss memory is measured above."""
     import transformers
 
     from hf_compress import DistillationArguments, DistillationTrainer
@@ -180,10 +138,17 @@ def _memory_step(cfg: dict, chunk: int) -> dict:
     student = transformers.AutoModelForCausalLM.from_config(config)
     with tempfile.TemporaryDirectory() as tmp:
         args = DistillationArguments(output_dir=tmp, report_to="none", use_cpu=True, alpha_logits=1.0,
-                                     temperature=1.0, logit_chunk_size=chunk)
+                                     temperature=1.0, logit_chunk_size=0 if chunk == "none" else chunk)
         trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
     ids = torch.randint(4, config.vocab_size, tuple(shape))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+    def no_logit_loss():
+        with torch.no_grad():
+            teacher.base_model(input_ids=ids, attention_mask=batch["attention_mask"])
+        out = student.base_model(input_ids=ids, attention_mask=batch["attention_mask"])
+        return out.last_hidden_state.float().pow(2).mean()
+
     student.train()
     times, peaks = [], []
     for _ in range(3):
@@ -192,57 +157,74 @@ def _memory_step(cfg: dict, chunk: int) -> dict:
             f.write("5")
         before = status("VmRSS")
         t0 = time.perf_counter()
-        trainer.compute_loss(student, batch, num_items_in_batch=counts).backward()
+        loss = no_logit_loss() if chunk == "none" else trainer.compute_loss(student, batch, num_items_in_batch=counts)
+        loss.backward()
         times.append(time.perf_counter() - t0)
         peaks.append(status("VmHWM") - before)
+        del loss
         student.zero_grad(set_to_none=False)
-    return {"peak_bytes": sorted(peaks)[1], "step_s": sorted(times)[1]}
+    return {"peak_bytes": sorted(peaks)[1], "step_s": sorted(times)[1], "peaks": peaks, "times": times}
 
 
-def bench_memory(tiny: bool) -> list[dict]:
+def bench_memory(tiny: bool, tokens: int | None = None) -> list[dict]:
+    """Per model: the step without logit loss, unchunked, chunked (256 rows); loss memory = step - baseline."""
     smol = dict(cls="LlamaConfig", vocab_size=49152, hidden_size=576, num_hidden_layers=2, num_attention_heads=9,
                 num_key_value_heads=3, head_dim=64, intermediate_size=1536, tie_word_embeddings=True,
                 shape=[2, 512], tokens=1024)
     gemma = dict(cls="Gemma3TextConfig", vocab_size=262144, hidden_size=640, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=1, head_dim=256, intermediate_size=2048,
-                 sliding_window=512, shape=[1, 512], tokens=512)
+                 sliding_window=512, shape=[1, tokens or 1024], tokens=tokens or 1024)
     if tiny:
         smol.update(vocab_size=512, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                     intermediate_size=64, shape=[2, 16], tokens=32)
         gemma.update(vocab_size=1024, hidden_size=32, head_dim=8, intermediate_size=64, shape=[1, 16], tokens=16)
     rows = []
     for label, cfg in (("SmolLM2-shaped", smol), ("gemma-3-shaped", gemma)):
-        for chunk in (0, 64 if tiny else 256):
+        got = {}
+        for chunk in ("none", 0, 64 if tiny else 256):
             if tiny:  # in-process: seconds
-                got = _memory_step(cfg, chunk)
+                got[chunk] = _memory_step(cfg, chunk)
             else:  # a fresh process per setting: no allocator state carried over
                 proc = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(cfg), str(chunk)],
                                       capture_output=True, text=True, timeout=1800, check=False)
                 if proc.returncode != 0:
                     raise RuntimeError(proc.stderr[-2000:])
-                got = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows.append({"model": label, "vocab": cfg["vocab_size"], "tokens": cfg["tokens"], "chunk": chunk, **got,
-                         "load": _uptime()})
+                got[chunk] = json.loads(proc.stdout.strip().splitlines()[-1])
+            got[chunk]["load"] = _uptime()
+        base = got.pop("none")
+        for chunk, r in got.items():
+            rows.append({"model": label, "vocab": cfg["vocab_size"], "tokens": cfg["tokens"], "chunk": chunk, **r,
+                         "loss_bytes": r["peak_bytes"] - base["peak_bytes"], "base_bytes": base["peak_bytes"],
+                         "base_s": base["step_s"]})
     return rows
 
 
-def render(results: dict, command: str, load_before: str, load_after: str) -> str:
+NOTES = "<!-- notes: hand-written, kept when the tables are re-rendered -->"
+
+
+def render(results: dict, notes: str = "") -> str:
     lines = ["# Distillation speed, teacher cache and chunked logit losses", "",
-             f"Command: `{command}`. Machine: 2-core AMD EPYC (shared), torch CPU, fp32, 2 threads; load average "
-             f"(1 min) before {load_before}, after {load_after} (other agents share the machine: compare ratios "
-             f"measured side by side, not absolute seconds).", ""]
-    if "speed" in results:
-        lines += ["## Seconds per optimizer step (median after one warm-up step)", "",
-                  "| pair | batch x tokens | live teacher | teacher cache | plain fine-tuning | cached / plain | "
-                  "cache build | bytes / token | load during arms |", "|---|---|---|---|---|---|---|---|---|"]
+             "Machine: 2-core AMD EPYC (AVX2, shared with other agents), torch CPU, fp32 (bf16 is ~8x slower than "
+             "fp32 on this CPU), 2 threads. Each part's command and load average (1 min, before / after):", ""]
+    for part, run in results.get("runs", {}).items():
+        lines.append(f"- {part}: `{run['command']}` at {run['when']} UTC, load {run['load_before']} / {run['load_after']}")
+    lines.append("")
+    if results.get("speed"):
+        lines += ["## Seconds per optimizer step (live / cached / plain interleaved in one process)", "",
+                  "Each round runs one optimizer step of every arm (rotating order); medians over the rounds after "
+                  "one warm-up round; cached / plain is the median of the per-round ratios (`bench_distill_step.py`).",
+                  "", "| pair | batch x tokens | rounds | live teacher | teacher cache | plain fine-tuning | "
+                  "cached / plain | cache rows read per step | cache build | bytes / token | load per round |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["speed"]:
             a = r["arms"]
-            lines.append(f"| {r['pair']} | {r['batch']} x {r['seq']} | {a['live']['median_s']:.2f} s | "
+            loads = r.get("loads", [])
+            lines.append(f"| {r['pair']} | {r['batch']} x {r['seq']} | {r['rounds']} | {a['live']['median_s']:.2f} s | "
                          f"{a['cached']['median_s']:.2f} s | {a['plain']['median_s']:.2f} s | "
-                         f"{a['cached']['median_s'] / a['plain']['median_s']:.2f} | {r['build_s']:.1f} s for "
-                         f"{r['cache']['tokens']} tokens | {r['cache']['bytes_per_token']:.0f} | "
-                         f"{a['live']['load']} / {a['cached']['load']} / {a['plain']['load']} |")
-        lines += ["", "Logged loss per step, live vs cached (top-32 for SmolLM2, hidden states for MiniLM):", ""]
+                         f"{r['cached_over_plain']:.3f} | {a['cached']['teacher_median_s']:.3f} s | "
+                         f"{r['build_s']:.1f} s for {r['cache']['tokens']} tokens | "
+                         f"{r['cache']['bytes_per_token']:.0f} | {min(loads)}-{max(loads)} |")
+        lines += ["", "Loss per step, live vs cached (top-32 for SmolLM2, hidden states for MiniLM):", ""]
         for r in results["speed"]:
             live, cached = r["arms"]["live"]["losses"], r["arms"]["cached"]["losses"]
             lines.append(f"- {r['pair']}: live " + ", ".join(f"{x:.4f}" for x in live) + "; cached "
@@ -257,11 +239,16 @@ def render(results: dict, command: str, load_before: str, load_after: str) -> st
                   "the tail is re-tempered as one token (see `losses.topk_buckets`).", ""]
     if "memory" in results:
         lines += ["## Peak memory of one training step (forward + backward above the resident model)", "",
-                  "| model (2 layers) | vocabulary | tokens | logit_chunk_size | peak step memory | step time |",
-                  "|---|---|---|---|---|---|"]
+                  "Loss memory = the step's peak minus the peak of the same step without any logit loss (teacher "
+                  "and student bodies, a loss on the final hidden states, no LM head).", "",
+                  "| model (2 layers) | vocabulary | tokens | logit_chunk_size | peak step memory | peak loss memory "
+                  "| step time | step without logit loss | load |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['vocab']:,} | {r['tokens']} | {r['chunk'] or 'off'} | "
-                  f"{r['peak_bytes'] / 2**20:,.0f} MiB | {r['step_s']:.2f} s |" for r in results["memory"]]
+                  f"{r['peak_bytes'] / 2**20:,.0f} MiB | {r['loss_bytes'] / 2**20:,.0f} MiB | {r['step_s']:.2f} s | "
+                  f"{r['base_bytes'] / 2**20:,.0f} MiB, {r['base_s']:.2f} s | {r['load']} |" for r in results["memory"]]
         lines.append("")
+    if notes:
+        lines += [NOTES, notes.strip(), ""]
     return "\n".join(lines)
 
 
@@ -269,30 +256,41 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="tiny in-process models (seconds); never the published file")
     p.add_argument("--parts", default="speed,kl,memory")
-    p.add_argument("--steps", type=int, default=4, help="timed steps per arm (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=5, help="timed rounds per pair (after one warm-up round)")
+    p.add_argument("--pairs", default="minilm,smollm2", help="speed: which pairs (a re-measured pair replaces its row)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--output", help="markdown file (default: benchmarks/distill_speed.md, or a temp file with --tiny)")
+    p.add_argument("--tokens", type=int, help="tokens of the gemma-3-shaped memory step (default 1024)")
     p.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
-        print(json.dumps(_memory_step(json.loads(args.memory_child[0]), int(args.memory_child[1]))))
+        chunk = args.memory_child[1]
+        print(json.dumps(_memory_step(json.loads(args.memory_child[0]), chunk if chunk == "none" else int(chunk))))
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     parts = args.parts.split(",")
-    out = args.output or (os.path.join(tempfile.mkdtemp(), "distill_speed.md") if args.tiny
-                          else str(ROOT / "benchmarks" / "distill_speed.md"))
-    load_before, results = _uptime(), {}
-    with tempfile.TemporaryDirectory(prefix="bench-distill-") as work:
-        if "speed" in parts:
-            results["speed"] = [bench_speed(n, args.tiny, args.steps, args.batch, work) for n in ("minilm", "smollm2")]
-        if "kl" in parts:
-            results["kl"] = bench_kl(args.tiny)
-        if "memory" in parts:
-            results["memory"] = bench_memory(args.tiny)
+    out = Path(args.output or (os.path.join(tempfile.mkdtemp(), "distill_speed.md") if args.tiny
+                               else str(ROOT / "benchmarks" / "distill_speed.md")))
+    results = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    notes = out.read_text().split(NOTES, 1)[1] if out.exists() and NOTES in out.read_text() else ""
     command = "python scripts/bench_distill_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = render(results, command.strip(), load_before, _uptime())
-    Path(out).write_text(text + "\n")
-    Path(out).with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    with tempfile.TemporaryDirectory(prefix="bench-distill-") as work:
+        for part in ("speed", "kl", "memory"):
+            if part not in parts:
+                continue
+            run = {"command": command.strip(), "when": time.strftime("%H:%M", time.gmtime()), "load_before": _uptime()}
+            if part == "speed":  # a pair measured again replaces its row
+                new = [bench_speed(n, args.tiny, args.steps, args.batch, work) for n in args.pairs.split(",")]
+                keep = [r for r in results.get("speed", []) if r["pair"] not in args.pairs.split(",")]
+                results["speed"] = keep + new
+            elif part == "kl":
+                results["kl"] = bench_kl(args.tiny)
+            else:
+                results["memory"] = bench_memory(args.tiny, args.tokens)
+            run["load_after"] = _uptime()
+            results.setdefault("runs", {})[part + ("" if part != "speed" else " " + args.pairs)] = run
+    out.write_text(render(results, notes) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
     print(out)
     return 0
 

@@ -91,3 +91,17 @@ def test_reload_check_reports_the_difference_after_save_and_reload():
     model = tiny_model("llama")
     batch = {k: v for k, v in tiny_batch().items()}
     assert ev.reload_check(model, AutoModelForCausalLM, batch).startswith("max diff 0.0e+00, ")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True),
+                                                        (False, True, True)])
+def test_native_bf16_cpu_follows_the_cpu_flags(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert ev.native_bf16_cpu() is expected
+
+
+def test_native_bf16_cpu_is_false_when_torch_cannot_tell(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert ev.native_bf16_cpu() is False

@@ -46,17 +46,23 @@ class ChunkedHeadLoss(torch.autograd.Function):
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if want_b else None
         sums = torch.zeros(coeffs.numel(), dtype=torch.float32, device=hidden.device)
         c = coeffs.detach().to(device=hidden.device, dtype=torch.float32)
+        fused = getattr(row_terms, "fused", False)
         for lo in range(0, hidden.shape[0], chunk_rows):
             hi = min(lo + chunk_rows, hidden.shape[0])
             h = hidden[lo:hi].detach()
-            with torch.enable_grad():
-                z = F.linear(h, weight.detach(), None if bias is None else bias.detach()).requires_grad_()  # (n, V)
-                logits = torch.tanh(z.float() / softcap) * softcap if softcap else z.float()
-                terms = row_terms(logits, lo, hi)  # (n_terms,)
-                if terms.requires_grad:
-                    (dz,) = torch.autograd.grad((terms * c).sum(), z)  # (n, V): the chunk's logit gradient
-                else:
-                    dz = None
+            if fused:  # row_terms gives the terms and their (weighted) logit gradient itself: no autograd
+                terms, dz = _fused_chunk(h, weight.detach(), None if bias is None else bias.detach(), softcap,
+                                         row_terms, lo, hi)
+            else:
+                with torch.enable_grad():
+                    z = F.linear(h, weight.detach(), None if bias is None else bias.detach()).requires_grad_()
+                    logits = torch.tanh(z.float() / softcap) * softcap if softcap else z.float()
+                    terms = row_terms(logits, lo, hi)  # (n_terms,)
+                    if terms.requires_grad:
+                        (dz,) = torch.autograd.grad((terms * c).sum(), z)  # (n, V): the chunk's logit gradient
+                    else:
+                        dz = None
+                del z, logits
             if dz is not None:  # the head's backward by hand: no per-chunk (V, d) temporary
                 if want_h:
                     grad_h[lo:hi] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
@@ -81,6 +87,20 @@ class ChunkedHeadLoss(torch.autograd.Function):
         return (*out, None, None, None, None)
 
 
+def _fused_chunk(h, weight, bias, softcap, row_terms, lo, hi):
+    """(terms, dz) of one chunk from a fused ``row_terms`` (its gradient is with respect to the capped logits)."""
+    logits = F.linear(h, weight, bias).float()  # (n, V): the chunk's one logit buffer
+    if softcap:
+        logits.div_(softcap).tanh_()
+        capped = logits * softcap
+        terms, dz = row_terms(capped, lo, hi)
+        del capped
+        dz.mul_(logits.square_().neg_().add_(1.0))  # d tanh: 1 - tanh^2
+    else:
+        terms, dz = row_terms(logits, lo, hi)
+    return terms, dz
+
+
 def chunked_head_loss(hidden, weight, bias, coeffs, chunk_rows: int, softcap, row_terms):
     """:class:`ChunkedHeadLoss` when a gradient is wanted, else the same loop without gradients."""
     needs = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
@@ -90,7 +110,10 @@ def chunked_head_loss(hidden, weight, bias, coeffs, chunk_rows: int, softcap, ro
     with torch.no_grad():
         for lo in range(0, hidden.shape[0], chunk_rows):
             hi = min(lo + chunk_rows, hidden.shape[0])
-            sums += row_terms(head_logits(hidden[lo:hi], weight, bias, softcap), lo, hi).float()
+            logits = head_logits(hidden[lo:hi], weight, bias, softcap)
+            got = row_terms(logits, lo, hi, want_grad=False) if getattr(row_terms, "fused", False) else \
+                row_terms(logits, lo, hi)
+            sums += (got[0] if isinstance(got, tuple) else got).float()
     return (sums * coeffs.to(sums)).sum(), sums
 
 
@@ -114,6 +137,7 @@ def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, c
     ``labels`` (B, T) or None; ``coeffs`` (2,): weights of the KD and task sums; ``vocab``: compare only the
     first ``vocab`` logits (vocabularies that differ by padding rows). Returns (weighted loss, KD sum, task sum).
     """
+    from .fused import fused_rows, fused_supported
     from .losses import token_cross_entropy, topk_buckets
 
     task_mask = labels[:, 1:].ne(-100) if labels is not None else torch.zeros_like(logit_mask)
@@ -148,5 +172,19 @@ def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, c
             task = token_cross_entropy(logits, targets[lo:hi], mask=t_task[lo:hi], reduction="sum")
         return torch.stack([kd, task])
 
+    def fused_terms(logits, lo, hi, want_grad=True):  # one softmax pass per chunk (fused.py)
+        if teacher.topk_ids is not None:
+            rows = ("topk", *(t[lo:hi] for t in t_rows))
+        elif teacher.final_hidden is not None:
+            with torch.no_grad():
+                rows = ("dense", head_logits(t_rows[0][lo:hi], *teacher.head))
+        else:
+            rows = ("dense", t_rows[0][lo:hi])
+        return fused_rows(logits, kd_mask[lo:hi], t_task[lo:hi], None if targets is None else targets[lo:hi],
+                          coeffs, loss_fn, rows, vocab=vocab, want_grad=want_grad)
+
+    if fused_supported(loss_fn, teacher):
+        fused_terms.fused = True
+        row_terms = fused_terms
     loss, sums = chunked_head_loss(h, head[0], head[1], coeffs, chunk_rows, head[2], row_terms)
     return loss, sums[0], sums[1]

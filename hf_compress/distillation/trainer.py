@@ -36,6 +36,7 @@ from .cache_format import ROW_COLUMN
 from .finite import NonFiniteGuard
 from .layer_map import HiddenProjections, hidden_width, resolve_layer_pairs
 from .chunked import chunked_causal_terms, lm_head_of
+from .fused import fused_causal_terms, fused_supported_for
 from .generation import generate_completions
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
@@ -135,6 +136,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             "jsd": functools.partial(losses.generalized_jsd, temperature=args.temperature, beta=args.jsd_beta),
             "mse": losses.logit_mse,
         }[args.logit_loss]
+        self._fusable = fused_supported_for(self._logit_loss, cached=teacher_cache is not None)
         self._term_sums = torch.zeros(len(_TERMS), dtype=torch.float64)
         self._windows_seen, self._last_window = 0, None
 
@@ -184,19 +186,27 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
         use_task = args.alpha_task > 0 and labels is not None and n_task > 0
         want_hidden = bool(self.layer_pairs)
-        chunk = bool(args.logit_chunk_size) and counts is not None and model.training and torch.is_grad_enabled()
+        train_step = counts is not None and model.training and torch.is_grad_enabled()
+        chunk = bool(args.logit_chunk_size) and train_step
+        # causal LM, full logits: KD + task cross-entropy in one softmax pass with its own gradient (fused.py)
+        fused = train_step and not chunk and self.causal and args.alpha_logits > 0 and self._fusable
         student_inputs = {k: v for k, v in inputs.items()
-                          if (use_task and not chunk or k != "labels") and k != ROW_COLUMN}
+                          if (use_task and not (chunk or fused) or k != "labels") and k != ROW_COLUMN}
         extra = {"logits_to_keep": 1, "output_hidden_states": True} if chunk else {}
         s_out = model(**student_inputs, **{"output_hidden_states": want_hidden, **extra})
         t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}),
                                     **({"final_hidden": True} if chunk else {}))
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
-        if chunk:
+        if chunk or fused:
             wf = counts.world_factor
             coeffs = torch.tensor([args.alpha_logits / counts.logits.item() * wf,
                                    (args.alpha_task / counts.task.item() * wf) if use_task else 0.0])
+        if fused:
+            out["head_loss"], out["kd"], out["task"] = fused_causal_terms(
+                s_out.logits, t_out, logit_mask, labels if use_task else None, self._logit_loss, coeffs,
+                vocab=self.vocab)
+        elif chunk:
             out["head_loss"], out["kd"], out["task"] = chunked_causal_terms(
                 s_out.hidden_states[-1], lm_head_of(model), t_out, logit_mask, labels, self._logit_loss, coeffs,
                 args.logit_chunk_size, vocab=self.vocab)
@@ -218,7 +228,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                 if args.hidden_loss in ("cosine", "mse+cosine"):
                     total = total + losses.hidden_cosine(h_s, h_t, hidden_mask, reduction="sum")
             out["hidden"] = total / len(self.layer_pairs)
-        if use_task and not chunk:
+        if use_task and not (chunk or fused):
             out["task"] = s_out.loss.float() * n_task  # the model's loss is a mean over its n_task items
         return out
 
@@ -232,7 +242,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                              terms["task"] / counts.task.item()])
         weights = torch.tensor([a.alpha_logits, a.alpha_hidden, a.alpha_task], device=parts.device)
         loss = (parts * weights).sum() * counts.world_factor
-        if "head_loss" in terms:  # chunked: KD and task are already weighted (and differentiable) in head_loss
+        if "head_loss" in terms:  # chunked / fused: KD and task are already weighted (and differentiable) in head_loss
             loss = terms["head_loss"] + parts[1] * a.alpha_hidden * counts.world_factor
         if model.training:
             if counts is not self._last_window:

@@ -11,15 +11,16 @@ from dataclasses import asdict, dataclass
 
 __all__ = ["Candidate", "build_space", "INT8_MODES", "DEFAULT_SPACE"]
 
-# int8 options: None (float), w8a16, w8a8 (compiled blocks), w8a8 with SmoothQuant alpha 0.5
-INT8_MODES = (None, "w8a16", "w8a8", "w8a8-sq")
+# int8 options: None (float), w8a16, w8a8 (compiled blocks), w8a8 with SmoothQuant alpha 0.5, w8a8 with the
+# most int8-sensitive projections left in float (one per kept block, chosen on the calibration data)
+INT8_MODES = (None, "w8a16", "w8a8", "w8a8-sq", "w8a8-fb")
 
 # fractions: layers kept, heads pruned, FFN neurons pruned
 DEFAULT_SPACE = {
     "keep": (1.0, 0.75, 0.5, 1 / 3, 0.25),
     "heads": (0.0, 0.25, 0.5),
     "ffn": (0.0, 0.25, 0.5),
-    "int8": (None, "w8a16", "w8a8", "w8a8-sq"),
+    "int8": (None, "w8a16", "w8a8", "w8a8-sq", "w8a8-fb"),
 }
 
 
@@ -72,6 +73,8 @@ class Candidate:
         fields = {"mode": "w8a8", "compile": compile}
         if self.int8 == "w8a8-sq":
             fields["smoothquant"] = 0.5
+        if self.int8 == "w8a8-fb":
+            fields["float_fallback"] = self.layers
         return ("quantize_int8", fields)
 
     def to_dict(self) -> dict:

@@ -153,3 +153,14 @@ def test_a_resumed_search_with_no_time_left_reads_everything_from_its_log(tmp_pa
     first = plan(log=log)
     again = plan(log=log, latency_fn=never_called, minutes=1e-6)
     assert again.stages == first.stages and again.predicted == first.predicted
+
+
+def test_float_fallback_candidate_leaves_one_projection_per_block_in_float():
+    p = plan(target="speedup=1.2", space={"keep": (1.0,), "heads": (0.0,), "ffn": (0.0,), "int8": (None, "w8a8-fb")})
+    assert p.met, p.message
+    (name, fields), = [s for s in p.stages if s[0] == "quantize_int8"]
+    layers = tiny_bert().config.num_hidden_layers
+    assert fields["float_fallback"] == layers and fields["mode"] == "w8a8"
+    ctx = _rebuild(p.stages)
+    kinds = [type(m).__name__ for n, m in ctx.model.named_modules() if ".layer." in n]
+    assert kinds.count("Linear") == layers and kinds.count("Int8Linear") == 6 * layers - layers

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_snli.py"
 ROWS = [
@@ -59,31 +60,112 @@ def test_tiny_table_has_every_row_and_consistent_columns(tiny_run):
     text, _ = tiny_run
     table = _table(text)
     assert list(table) == ROWS
-    layers, params, nbytes, latency, acc, pct, train_s, steps_s = zip(*table.values())
+    layers, params, nbytes, latency, acc, pct, pairs, steps, cpu_min, train_s, steps_s = zip(*table.values())
     teacher_acc = acc[0]
     assert layers[:5] == (4, 3, 3, 3, 3)
     for i in range(5):  # measured rows: every column filled, % of teacher is the accuracy ratio
-        assert latency[i] > 0 and train_s[i] >= 0 and 0 <= acc[i] <= 100
+        assert latency[i] > 0 and 0 <= acc[i] <= 100
         assert pct[i] == pytest.approx(100 * acc[i] / teacher_acc, abs=0.06)
+    for i in range(4):
+        assert train_s[i] >= 0 and cpu_min[i] >= 0 and steps_s[i] > 0
     assert pct[0] == 100.0
     assert params[1] == params[2] == params[3] == params[4] < params[0]  # int8 keeps the weight count
     assert nbytes[1] == nbytes[2] == nbytes[3] < nbytes[0]
     assert nbytes[4] < 0.5 * nbytes[3]  # int8 weights on disk
-    assert steps_s[1] > 0 and steps_s[4] is None
+    # every student: the same pairs (more than the teacher's) and the same steps
+    assert pairs[0] == 96 and pairs[1] == pairs[2] == pairs[3] == 192 and steps[1] == steps[2] == steps[3] == 6
+    assert steps_s[4] is None
     assert all(v is None for v in table[ROWS[5]])  # TRL cannot take a classifier: explained, not measured
     assert "TRL row not measured:" in text
+    assert "trained from the teacher's logits over its 192 pairs, cached once" in text
+
+
+def test_students_are_reused_from_their_cache(bench, tiny_run, tmp_path, monkeypatch):
+    text, cache = tiny_run
+
+    def must_not_train(*a, **k):
+        raise AssertionError("the cached students should have been reused")
+
+    monkeypatch.setattr(bench.snli_train, "train_student", must_not_train)
+    out = tmp_path / "again.md"
+    # trained in another order: the students' cache key leaves `students` out, the table keeps its order
+    assert bench.main(["--tiny", "--cache-dir", str(cache), "--output", str(out), "--set",
+                       "students=logits + hidden,no teacher,logits", "--skip-trl"]) == 0
+    again, first = _table(out.read_text()), _table(text)
+    assert list(again) == ROWS[:5]
+    for row in ROWS[:4]:  # same accuracy, pairs, steps and training times (from the cache)
+        assert again[row][4:] == first[row][4:]
+
+
+def _tiny_parts(bench, cache_dir, **overrides):
+    settings = bench.dataclasses.replace(bench.PRESETS["tiny"], **overrides)
+    train, _, tokenizer, init_teacher, name = bench.snli_data.tiny_setup(settings, settings.pairs)
+    train_tok = bench.snli_data.tokenize(train, tokenizer, settings.max_length)
+    teacher, folder, _ = bench.snli_train.get_teacher(settings, train_tok.select(range(settings.train_size)), tokenizer,
+                                           init_teacher, name, cache_dir)
+    return settings, teacher, folder, train_tok.select(range(settings.pairs)), tokenizer  # as main() does
+
+
+def test_logits_student_from_the_cache_equals_the_live_teacher(bench, tiny_run, tmp_path):
+    settings, teacher, folder, train_tok, tokenizer = _tiny_parts(bench, tiny_run[1])
+    cache_folder, _ = bench.snli_train.teacher_logits(teacher, folder, settings, train_tok, tokenizer)
+    cached, s1 = bench.snli_train.train_student("logits", teacher, settings, train_tok, tokenizer, tmp_path / "a", cache_folder)
+    live, s2 = bench.snli_train.train_student("logits", teacher, settings, train_tok, tokenizer, tmp_path / "b", None)
+    assert (s1["teacher_source"], s2["teacher_source"]) == ("cache", "live") and s1["steps"] == s2["steps"] == 6
+    live_state = live.state_dict()
+    for key, value in cached.state_dict().items():
+        if key.endswith("attention.self.key.bias"):  # its true gradient is 0 (softmax shift): Adam scales noise
+            continue
+        torch.testing.assert_close(value, live_state[key], rtol=1e-4, atol=1e-5, msg=key)
+    moved = [k for k, v in cached.state_dict().items() if not torch.equal(v, teacher.state_dict().get(k, v))]
+    assert moved  # it did train
+
+
+def test_student_keep_picks_those_teacher_layers(bench, tiny_run, tmp_path):
+    settings, teacher, _, train_tok, tokenizer = _tiny_parts(bench, tiny_run[1], student_keep="0,1,3",
+                                                             student_steps=1, student_lr=1e-12)
+    student, _ = bench.snli_train.train_student("no teacher", teacher, settings, train_tok, tokenizer, tmp_path, None)
+    t_layers, s_layers = teacher.bert.encoder.layer, student.bert.encoder.layer
+    for s_i, t_i in enumerate((0, 1, 3)):
+        torch.testing.assert_close(s_layers[s_i].output.dense.weight, t_layers[t_i].output.dense.weight,
+                                   rtol=0, atol=1e-9)
+
+
+def test_bf16_defaults_to_the_cpu_and_enters_the_keys(bench, monkeypatch):
+    base = bench.PRESETS["full"]
+    assert base.bf16_training is None
+    monkeypatch.setattr(bench, "native_bf16_cpu", lambda: False)
+    key, skey, head = base.teacher_key("m"), base.student_key("logits", "m"), bench.header(
+        base, "m", 10, [], 1.0, 1.0, (0.0, 0.0))
+    assert base.bf16 is False and "training precision: fp32 (this CPU" in head and "no native bf16" in head
+    monkeypatch.setattr(bench, "native_bf16_cpu", lambda: True)
+    assert base.bf16 is True and base.teacher_key("m") != key and base.student_key("logits", "m") != skey
+    assert "training precision: bf16 autocast (this CPU has native bf16)" in bench.header(
+        base, "m", 10, [], 1.0, 1.0, (0.0, 0.0))
+    off = bench.dataclasses.replace(base, bf16_training=False)
+    assert off.bf16 is False and off.teacher_key("m") == key  # explicit False = what auto chose on AVX2
+
+
+def test_set_parses_auto_strings_and_refuses_bad_values(bench):
+    args = bench.parse_args(["--tiny", "--set", "bf16_training=auto", "--set", "student_keep=1,2,3",
+                             "--set", "students=no teacher,logits"])
+    settings = bench.make_settings(args)
+    assert settings.bf16_training is None and settings.keep == [1, 2, 3]
+    assert settings.student_kinds == ["no teacher", "logits"]
+    with pytest.raises(SystemExit, match="student_keep"):
+        bench.make_settings(bench.parse_args(["--tiny", "--set", "student_keep=3,1,2"]))
 
 
 def test_teacher_is_reused_from_cache(bench, tiny_run):
     _, cache = tiny_run
     settings = bench.PRESETS["tiny"]
-    train, _, tokenizer, _, name = bench._tiny_setup(settings)
-    train_tok = bench.tokenize(train, tokenizer, settings.max_length)
+    train, _, tokenizer, _, name = bench.snli_data.tiny_setup(settings, settings.train_size)
+    train_tok = bench.snli_data.tokenize(train, tokenizer, settings.max_length)
 
     def must_not_train():
         raise AssertionError("the cached teacher should have been reused")
 
-    teacher, folder, stats = bench.get_teacher(settings, train_tok, tokenizer, must_not_train, name, cache)
+    teacher, folder, stats = bench.snli_train.get_teacher(settings, train_tok, tokenizer, must_not_train, name, cache)
     assert folder.name == f"snli-teacher-{settings.teacher_key(name)}" and stats["steps"] > 0
     assert teacher.config.num_labels == 3
     # the teacher's test accuracy is stored beside it and is the one the table shows
@@ -99,7 +181,10 @@ def test_teacher_key_tracks_teacher_settings_only(bench):
     assert base.teacher_key("other") != key
 
 
-@pytest.mark.parametrize("field, value", [("temperature", 0), ("batch_size", 0), ("test_size", 0)])
+@pytest.mark.parametrize("field, value", [
+    ("temperature", 0), ("batch_size", 0), ("test_size", 0), ("student_pairs", 0), ("student_lr", float("nan")),
+    ("alpha_logits", -1.0), ("students", "logits,teacher"), ("students", ""), ("student_keep", "0,1"),
+    ("student_keep", "a,b,c"), ("student_epochs", float("inf"))])
 def test_bad_settings_name_the_field(bench, field, value):
     with pytest.raises(ValueError, match=re.escape(f"`{field}` must be")):
         bench.dataclasses.replace(bench.PRESETS["tiny"], **{field: value})

@@ -34,6 +34,8 @@ class Int8Config:
         fuse: (eager, ``compile=False``) multiply layers that read the same input (q/k/v, gate/up) as one,
             and apply an MLP's GELU in the int8 rescale pass (:mod:`.int8_fusion`; state dict unchanged).
         quantize_lm_head: also quantize the output projection (untied only).
+        float_fallback: leave this many layers in float: those with the largest int8 output error on the
+            calibration inputs (:mod:`hf_compress.methods.int8.sensitivity`; needs ``calibration``).
     """
 
     mode: str = "w8a8"
@@ -46,6 +48,7 @@ class Int8Config:
     compile: bool = False
     fuse: bool = True
     quantize_lm_head: bool = False
+    float_fallback: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -62,10 +65,13 @@ class Int8Config:
                 raise QuantizationError(
                     f"`smoothquant` must be an alpha in (0, 1), 'auto' or None, got {sq!r}"
                 )
-        if (self.method == "gptq" or self.smoothquant is not None) and not self.calibration:
+        fallback = self.float_fallback
+        if isinstance(fallback, bool) or not isinstance(fallback, int) or fallback < 0:
+            raise QuantizationError(f"`float_fallback` must be an int >= 0 (layers left in float), got {fallback!r}")
+        if (self.method == "gptq" or self.smoothquant is not None or fallback) and not self.calibration:
             raise QuantizationError(
-                "`calibration` must be a non-empty list of input batches for method='gptq' "
-                f"or smoothquant, got {self.calibration!r}"
+                "`calibration` must be a non-empty list of input batches for method='gptq', "
+                f"smoothquant or float_fallback > 0, got {self.calibration!r}"
             )
         if not 0.0 <= self.gptq_damp < 1.0:
             raise QuantizationError(f"`gptq_damp` must be in [0, 1), got {self.gptq_damp!r}")
@@ -88,6 +94,7 @@ class QuantizeInt8Config:
     quantize_lm_head: bool = False
     compile: bool = False
     fuse: bool = True
+    float_fallback: int = 0  # the most int8-sensitive layers left in float (calibrated)
     num_batches: int = 8
 
     def __post_init__(self):
@@ -96,7 +103,7 @@ class QuantizeInt8Config:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.method == "gptq" or self.smoothquant is not None
+        return self.method == "gptq" or self.smoothquant is not None or bool(self.float_fallback)
 
     def part_config(self, calibration=None):
         return part_config(self, Int8Config, calibration=calibration)

@@ -99,6 +99,13 @@ def quantize_int8(model: nn.Module, config: Int8Config | None = None, **kwargs) 
     targets = find_targets(model, config.ignore, config.quantize_lm_head)
     if not targets:
         raise QuantizationError(f"no nn.Linear / Conv1D layer left to quantize (ignore={config.ignore!r})")
+    if config.float_fallback:
+        from .sensitivity import int8_sensitivity, pick_fallback
+
+        scores = int8_sensitivity(model, targets, config.calibration, config.mode)
+        kept = pick_fallback(scores, config.float_fallback)
+        logger.info("left in float (largest int8 error): %s", ", ".join(f"{n} {scores[n]:.2e}" for n in kept))
+        targets = {n: m for n, m in targets.items() if n not in kept}
     with eval_mode(model):
         backup = _snapshot(model, targets, config)
         replaced = []

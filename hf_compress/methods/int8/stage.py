@@ -13,4 +13,7 @@ def quantize_int8_stage(ctx, cfg: QuantizeInt8Config):
     calibration = ctx.batches(cfg.num_batches) if cfg.needs_calibration else None
     model = quantize_int8(ctx.model, cfg.part_config(calibration=calibration))
     n = sum(1 for m in model.modules() if type(m).__name__ == "Int8Linear")
-    return model, {"int8_modules": n, "mode": cfg.mode}
+    record = {"int8_modules": n, "mode": cfg.mode}
+    if cfg.float_fallback:
+        record["float_fallback"] = cfg.float_fallback
+    return model, record

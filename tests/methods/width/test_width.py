@@ -5,54 +5,30 @@ import copy
 
 import pytest
 import torch
-from tiny_models import ALL_MODEL_TYPES, ENCODER_TYPES, tiny_batch, tiny_model
+from tiny_models import ALL_MODEL_TYPES, tiny_batch, tiny_model
 
 from hf_compress import WidthPruningConfig, arch, prune_width, width_importance
 from hf_compress.errors import HfCompressError, SurgeryError, UnsupportedArchitectureError
-from hf_compress.methods.width.importance import WidthScores, hidden_norms
+from hf_compress.methods.width.importance import WidthScores
+from width_fixtures import kept_channel_reference, logits_of, random_scores, zero_neurons_reference
 
 HIDDEN_TYPES = tuple(t for t in ALL_MODEL_TYPES if arch.ARCHITECTURES[t].head_dim_key)
-
-
-def _logits(model, batch):
-    kw = {} if model.config.model_type in ENCODER_TYPES else {"use_cache": False}
-    with torch.no_grad():
-        logits = model(**batch, **kw).logits
-    return logits[batch["attention_mask"].bool()]  # (valid tokens, V)
-
-
-def _random_scores(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    layers, ffn, hidden = arch.num_layers(model), arch.intermediate_size(model), arch.hidden_size(model)
-    return WidthScores(ffn=torch.rand(layers, ffn, generator=g, dtype=torch.float64),
-                       hidden=torch.rand(hidden, generator=g, dtype=torch.float64))
-
-
-def _zero_neurons_reference(model, keep):
-    """Hooks that zero every MLP neuron not in ``keep[layer]`` at the MLP output projection's input."""
-    spec, handles = arch.get_arch(model), []
-    for layer, rows in zip(arch.get_layers(model), keep):
-        out = arch.get_submodule(layer, spec.mlp_out)
-        mask = torch.zeros(arch.intermediate_size(model))
-        mask[rows] = 1
-        handles.append(out.register_forward_pre_hook(lambda m, args, mask=mask: (args[0] * mask,) + args[1:]))
-    return handles
 
 
 @pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
 def test_ffn_pruning_equals_zeroed_neurons(model_type):
     model, batch = tiny_model(model_type), tiny_batch()
-    scores = _random_scores(model)
+    scores = random_scores(model)
     width = arch.intermediate_size(model)
     keep = scores.ffn.topk(width - 16, dim=1).indices
-    handles = _zero_neurons_reference(model, keep)
-    expected = _logits(model, batch)
+    handles = zero_neurons_reference(model, keep)
+    expected = logits_of(model, batch)
     for h in handles:
         h.remove()
     n_in = len(arch.get_arch(model).mlp_in)
     before = sum(p.numel() for p in model.parameters())
     prune_width(model, ffn=width - 16, scores=scores)
-    torch.testing.assert_close(_logits(model, batch), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits_of(model, batch), expected, atol=1e-5, rtol=0)
     assert arch.intermediate_size(model) == width - 16
     assert getattr(model.config, arch.get_arch(model).intermediate_size_key) == width - 16
     # every removed neuron takes its rows (weight + bias) of each MLP input and its column of the output
@@ -62,49 +38,16 @@ def test_ffn_pruning_equals_zeroed_neurons(model_type):
     assert before - sum(p.numel() for p in model.parameters()) == arch.num_layers(model) * 16 * per_neuron
 
 
-def _kept_channel_reference(model, keep):
-    """The unpruned model computing with the kept channels only: every other channel is zeroed in every
-    weight that writes the residual stream (embeddings, attention/MLP outputs), and every norm takes its
-    statistics over the kept channels (writing zeros elsewhere)."""
-    ref = copy.deepcopy(model)
-    spec, drop = arch.get_arch(ref), torch.ones(arch.hidden_size(ref), dtype=torch.bool)
-    drop[keep] = False
-    with torch.no_grad():
-        ref.get_input_embeddings().weight[:, drop] = 0
-        for layer in arch.get_layers(ref):
-            for path in (spec.o, spec.mlp_out):
-                module = arch.get_submodule(layer, path)
-                module.weight[drop] = 0
-                if module.bias is not None:
-                    module.bias[drop] = 0
-
-    def kept_norm(module, args, output):
-        x = args[0].float()[..., keep]  # (B, T, H')
-        w = module.weight.float()[keep] + spec.norm_offset
-        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
-        if isinstance(module, torch.nn.LayerNorm):
-            y = torch.nn.functional.layer_norm(x, (len(keep),), w, module.bias[keep], eps)
-        else:
-            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
-        full = torch.zeros_like(output)
-        full[..., keep] = y.to(output.dtype)
-        return full
-
-    for norm in hidden_norms(ref):
-        norm.register_forward_hook(kept_norm)
-    return ref
-
-
 @pytest.mark.parametrize("model_type", HIDDEN_TYPES)
 @pytest.mark.parametrize("tied", [True, False])
-def test_hidden_pruning_equals_kept_channel_reference(model_type, tied):
+def test_hidden_pruning_equalskept_channel_reference(model_type, tied):
     model, batch = tiny_model(model_type, tie_word_embeddings=tied), tiny_batch()
-    scores = _random_scores(model)
+    scores = random_scores(model)
     keep = scores.hidden.topk(24).indices.sort().values
-    expected = _logits(_kept_channel_reference(model, keep), batch)
+    expected = logits_of(kept_channel_reference(model, keep), batch)
     head_size, vocab = arch.head_dim(model), model.config.vocab_size
     prune_width(model, hidden=24, scores=scores)
-    torch.testing.assert_close(_logits(model, batch), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits_of(model, batch), expected, atol=1e-5, rtol=1e-5)
     assert arch.hidden_size(model) == 24 and model.config.head_dim == head_size
     assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
     scale = getattr(model.get_input_embeddings(), "embed_scale", None)  # Gemma: a reload computes sqrt(24)
@@ -113,7 +56,7 @@ def test_hidden_pruning_equals_kept_channel_reference(model_type, tied):
 
 def test_llama_parameter_count_matches_the_config_formula():
     model = tiny_model("llama", tie_word_embeddings=False)
-    prune_width(model, ffn=0.25, hidden=0.25, scores=_random_scores(model))
+    prune_width(model, ffn=0.25, hidden=0.25, scores=random_scores(model))
     c = model.config
     h, i, d, v = c.hidden_size, c.intermediate_size, c.head_dim, c.vocab_size
     attn = h * d * (c.num_attention_heads * 2 + c.num_key_value_heads * 2)
@@ -146,7 +89,7 @@ def test_bad_input_is_one_line_and_leaves_the_model_unchanged(kwargs, message):
     model = tiny_model("llama")
     state, config = copy.deepcopy(model.state_dict()), model.config.to_dict()
     with pytest.raises(SurgeryError) as info:
-        prune_width(model, scores=_random_scores(model), **kwargs)
+        prune_width(model, scores=random_scores(model), **kwargs)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert model.config.to_dict() == config
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
@@ -157,7 +100,7 @@ def test_hidden_pruning_of_families_without_head_dim_is_refused(model_type):
     model = tiny_model(model_type)
     state = copy.deepcopy(model.state_dict())
     with pytest.raises(SurgeryError, match="hidden-channel pruning of .* is refused: .* prune `ffn`"):
-        prune_width(model, ffn=0.25, hidden=0.25, scores=_random_scores(model))
+        prune_width(model, ffn=0.25, hidden=0.25, scores=random_scores(model))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # the FFN was not cut either
 
 
@@ -170,7 +113,7 @@ def test_unsupported_family_and_missing_or_bad_scores():
     model = tiny_model("llama")
     with pytest.raises(SurgeryError, match="`scores` must be given"):
         prune_width(model, ffn=0.25)
-    bad = _random_scores(model)
+    bad = random_scores(model)
     bad.ffn[0, 0] = float("nan")
     with pytest.raises(SurgeryError, match="must be finite"):
         prune_width(model, ffn=0.25, scores=bad)
@@ -196,9 +139,9 @@ def test_a_result_the_stock_class_cannot_rebuild_is_refused_before_any_change():
     model = tiny_model("phi", qk_layernorm=True)
     state = copy.deepcopy(model.state_dict())
     with pytest.raises(SurgeryError, match="would not reload: .*q_layernorm.weight"):
-        prune_width(model, hidden=0.25, scores=_random_scores(model))
+        prune_width(model, hidden=0.25, scores=random_scores(model))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
-    prune_width(model, ffn=0.25, scores=_random_scores(model))  # the MLP is fine
+    prune_width(model, ffn=0.25, scores=random_scores(model))  # the MLP is fine
     assert arch.intermediate_size(model) == 48
 
 
@@ -208,8 +151,8 @@ def test_hidden_sizes_the_config_refuses():
     model = tiny_model("llama", hidden_size=48, num_attention_heads=6, num_key_value_heads=2, head_dim=8)
     with pytest.raises(SurgeryError, match=r"`hidden` must be a size LlamaConfig accepts, got 32: .*"
                                            r"not a multiple of the number of attention heads \(6\); use 24"):
-        prune_width(model, hidden=32, scores=_random_scores(model))
+        prune_width(model, hidden=32, scores=random_scores(model))
     assert arch.hidden_size(model) == 48
-    prune_width(model, hidden=0.25, scores=_random_scores(model))  # 36 -> 32 (round_to 8) -> 24
+    prune_width(model, hidden=0.25, scores=random_scores(model))  # 36 -> 32 (round_to 8) -> 24
     assert arch.hidden_size(model) == 24
     model.config.validate()
