@@ -25,8 +25,10 @@ def head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                 softcap: float | None) -> torch.Tensor:
     """The LM head on ``hidden`` (n, d) -> fp32 (n, V), with the model's final logit soft-capping if any."""
     logits = F.linear(hidden, weight, bias).float()
-    if softcap:
+    if softcap and logits.requires_grad:
         logits = torch.tanh(logits / softcap) * softcap
+    elif softcap:  # no autograd: in place, one buffer
+        logits.div_(softcap).tanh_().mul_(softcap)
     return logits
 
 
@@ -181,7 +183,8 @@ def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, c
         else:
             rows = ("dense", t_rows[0][lo:hi])
         return fused_rows(logits, kd_mask[lo:hi], t_task[lo:hi], None if targets is None else targets[lo:hi],
-                          coeffs, loss_fn, rows, vocab=vocab, want_grad=want_grad)
+                          coeffs, loss_fn, rows, vocab=vocab, want_grad=want_grad,
+                          own=teacher.final_hidden is not None and want_grad)
 
     if fused_supported(loss_fn, teacher):
         fused_terms.fused = True
