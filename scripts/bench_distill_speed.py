@@ -35,15 +35,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from transformers import Trainer  # noqa: E402
-
-
-class _PlainEncoder(Trainer):
-    """A plain step of an encoder without a head: the student's forward + backward on a trivial loss."""
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        return out.last_hidden_state.pow(2).mean()
 
 
 def _uptime() -> str:

@@ -30,8 +30,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
 ARMS = ("live", "cached", "plain")
+
+
+class _PlainEncoder(transformers.Trainer):
+    """A plain step of an encoder without a head: the student's forward + backward on a trivial loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        return out.last_hidden_state.pow(2).mean()
 
 
 class _Arm:
@@ -94,7 +103,7 @@ def build_arms(name: str, tiny: bool, rounds: int, batch: int, out_dir: str, arm
     """The three arms of ``name`` (and the cache build facts)."""
     from transformers import Trainer, TrainingArguments
 
-    from bench_distill_speed import _PlainEncoder, _dataset, _pair
+    from bench_distill_speed import _dataset, _pair
     from hf_compress import DistillationArguments, DistillationTrainer, cache_teacher_outputs
     from hf_compress.arch import num_layers
     from hf_compress.distillation.cache import cache_summary

@@ -139,8 +139,10 @@ def fused_rows(z, kd_mask, ce_mask, targets, coeffs, loss_fn, teacher_rows, *, v
         # KL = sum p_t (b - a) + log(T_s / T_t), a, b the shifted tempered logits: O(1) terms, not O(log V)
         shift = ys.sub_(zs) if own else torch.sub(ys, zs)  # (n, V): y - z, then minus (m_t - m_s)
         cross = torch.einsum("nv,nv->n", p_t, shift.sub_(m_t - m_s)) / tau
-        p_s, _, tot_s = _softmax(zs, tau, out=shift if own else None, m=m_s)  # own: the teacher's buffer again
+        buf = shift if own else None  # own: the teacher's buffer again; else shift is freed first
         del shift
+        p_s, _, tot_s = _softmax(zs, tau, out=buf, m=m_s)
+        del buf
         kd = ((cross + (tot_s / tot_t).log().squeeze(1)) * tau**2 * kd_mask).sum()
         shared = tau == 1.0 and vocab is None  # one softmax serves both terms
         p1 = None
