@@ -35,15 +35,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
-from transformers import Trainer  # noqa: E402
-
-
-class _PlainEncoder(Trainer):
-    """A plain step of an encoder without a head: the student's forward + backward on a trivial loss."""
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        return out.last_hidden_state.pow(2).mean()
 
 
 def _uptime() -> str:
@@ -91,11 +82,15 @@ def _dataset(ids, causal: bool):
     return datasets.Dataset.from_dict(data)
 
 
-def bench_speed(name: str, tiny: bool, steps: int, batch: int, out_dir: str) -> dict:
-    """Live / cached / plain steps of one pair, interleaved in one process (``bench_distill_step.py``)."""
+def bench_speed(name: str, tiny: bool, steps: int, batch: int, out_dir: str, profile: bool = False) -> dict:
+    """Live / cached / plain steps of one pair, interleaved in one process (``bench_distill_step.py``);
+    ``profile``: torch.profiler tables of one cached and one plain step to stderr."""
     from bench_distill_step import bench_speed as interleaved
 
-    return interleaved(name, tiny, steps, batch, out_dir)
+    res = interleaved(name, tiny, steps, batch, out_dir, profile)
+    for arm, table in res.pop("profile", {}).items():
+        print(f"== profile {name}: {arm} ==\n{table}", file=sys.stderr)
+    return res
 
 
 def bench_kl(tiny: bool) -> list[dict]:
@@ -260,6 +255,7 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", default="minilm,smollm2", help="speed: which pairs (a re-measured pair replaces its row)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--output", help="markdown file (default: benchmarks/distill_speed.md, or a temp file with --tiny)")
+    p.add_argument("--profile", action="store_true", help="speed: torch.profiler tables of a cached / plain step")
     p.add_argument("--tokens", type=int, help="tokens of the gemma-3-shaped memory step (default 1024)")
     p.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -280,7 +276,8 @@ def main(argv=None) -> int:
                 continue
             run = {"command": command.strip(), "when": time.strftime("%H:%M", time.gmtime()), "load_before": _uptime()}
             if part == "speed":  # a pair measured again replaces its row
-                new = [bench_speed(n, args.tiny, args.steps, args.batch, work) for n in args.pairs.split(",")]
+                new = [bench_speed(n, args.tiny, args.steps, args.batch, work, args.profile)
+                       for n in args.pairs.split(",")]
                 keep = [r for r in results.get("speed", []) if r["pair"] not in args.pairs.split(",")]
                 results["speed"] = keep + new
             elif part == "kl":

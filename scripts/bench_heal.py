@@ -1,32 +1,34 @@
 """Healing SmolLM2-135M after compression: distillation vs plain LM fine-tuning at the same budget.
 
     make bench-heal                                   # full budget (~1M tokens per arm) -> benchmarks/heal.md
+    python scripts/bench_heal.py --preset cpu         # what fits a 2-core CPU (~25 CPU-min per arm) -> same
     python scripts/bench_heal.py --quick              # a short run, written to a temporary file
     python scripts/bench_heal.py --tiny               # tiny in-process Llama, seconds (what the tests run)
     python scripts/bench_heal.py --device cuda        # the GPU budget (bf16, 16 x 512 tokens a step)
-    python scripts/bench_heal.py --quick --set steps=200 --output benchmarks/heal.md   # any HealSettings field
+    python scripts/bench_heal.py --quick --set steps=200 --output /tmp/x.md   # any HealSettings field
 
 Each compression (``layers``: 25% of the layers dropped by block influence; ``heads``: whole KV groups by
-importance; ``width`` when ``prune_width`` exists) is healed twice from the same pruned copy with the same
-tokens, steps, batch and learning-rate schedule: (1) forward-KL distillation from the original model, (2) plain
-language-model fine-tuning without a teacher. Held-out perplexity on Wikipedia summaries and the Python docs
-(never trained on) before and after, then W8A16 and W8A8 (SmoothQuant auto + GPTQ) of the distilled model.
-Recovered share of the gap = (ln ppl_pruned - ln ppl_healed) / (ln ppl_pruned - ln ppl_original).
+importance; ``width``: FFN neurons by activation importance, by default as many block parameters as
+``layers`` removes) is healed from the same pruned copy with the same tokens, steps, batch and learning-rate
+schedule: (1) forward-KL distillation from the original model's cached top-k logits, (2) plain language-model
+fine-tuning without a teacher (``finetune`` picks which compressions get it). Held-out perplexity on Wikipedia
+summaries and the Python docs (never trained on) before and after, then W8A16 and W8A8 (SmoothQuant auto +
+GPTQ) of the distilled model. Recovered share of the gap = (ln ppl_pruned - ln ppl_healed) /
+(ln ppl_pruned - ln ppl_original). bf16 autocast is used only where bf16 is native (CUDA, or a CPU with
+AVX512-BF16 / AMX): emulated on an AVX2 CPU it was 8x slower than fp32. --quick / --tiny never write
+``benchmarks/heal.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,85 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import heal_data  # noqa: E402
+from heal_settings import COMPRESSIONS, PRESETS, HealSettings, make_settings  # noqa: E402,F401
 import heal_table  # noqa: E402
 
 logger = logging.getLogger("bench_heal")
 ROOT = Path(__file__).resolve().parent.parent
-COMPRESSIONS = ("layers", "heads", "width")
-
-
-@dataclass
-class HealSettings:
-    """The budget of one run (the same for both healing arms)."""
-
-    preset: str = "full"
-    compressions: str = "layers,heads"  # comma-separated subset of COMPRESSIONS
-    layer_fraction: float = 0.25  # share of layers dropped (block influence)
-    head_fraction: float = 0.25  # asked share of heads; whole KV groups go (1 of 3 on SmolLM2 = 33%)
-    width_fraction: float = 0.25  # share of FFN neurons (when prune_width exists)
-    steps: int = 450  # 450 x 8 x 256 = 0.92M tokens: about one CPU-hour in bf16 on a quiet 2-core machine
-    batch_size: int = 8
-    seq_len: int = 256
-    learning_rate: float = 1e-4
-    warmup: float = 0.05  # fraction of steps
-    temperature: float = 1.0
-    teacher_cache: bool = True  # distil from the teacher's top-k logits cached once (False: a live teacher)
-    top_k: int = 32  # logits per token in the teacher cache
-    calib_texts: int = 32  # texts that score layers / heads
-    quant_batches: int = 8  # calibration batches (of batch_size x seq_len) for SmoothQuant / GPTQ
-    eval_tokens: int = 8192  # per held-out corpus
-    eval_window: int = 512
-    latency_repeats: int = 5
-    quantize: bool = True
-    w8a8: str = "smoothquant+gptq"  # or "rtn" (round to nearest: no calibration, minutes faster on a CPU)
-    bf16: bool = True  # autocast during training; every evaluation is fp32
-    device: str = "cpu"
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "seq_len", "top_k", "calib_texts", "quant_batches", "eval_tokens",
-                     "eval_window", "latency_repeats"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
-        for name in ("layer_fraction", "head_fraction", "width_fraction"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 < value < 1):
-                raise ValueError(f"`{name}` must be strictly between 0 and 1, got {value!r}")
-        for name in ("learning_rate", "temperature"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"`warmup` must be a fraction of the steps in [0, 1), got {self.warmup!r}")
-        bad = [c for c in self.compressions.split(",") if c not in COMPRESSIONS]
-        if bad or not self.compressions:
-            raise ValueError(f"`compressions` must be a comma-separated subset of {', '.join(COMPRESSIONS)}, "
-                             f"got {self.compressions!r}")
-        if self.w8a8 not in ("smoothquant+gptq", "rtn"):
-            raise ValueError(f"`w8a8` must be 'smoothquant+gptq' or 'rtn', got {self.w8a8!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"`device` must be 'cpu' or 'cuda', got {self.device!r}")
-        if self.eval_window > self.eval_tokens:
-            raise ValueError(f"`eval_window` must be <= eval_tokens ({self.eval_tokens}), got {self.eval_window}")
-
-    @property
-    def tokens(self) -> int:
-        return self.steps * self.batch_size * self.seq_len
-
-
-PRESETS = {
-    "full": HealSettings(),
-    "quick": HealSettings(preset="quick", compressions="layers", steps=60, batch_size=4, calib_texts=16,
-                          quant_batches=2, eval_tokens=4096, latency_repeats=3),
-    "gpu": HealSettings(preset="gpu", steps=3000, batch_size=16, seq_len=512, quant_batches=8,
-                        eval_tokens=32768, device="cuda"),
-    "tiny": HealSettings(preset="tiny", steps=12, batch_size=4, seq_len=32, learning_rate=3e-3,
-                         calib_texts=8, quant_batches=2, eval_tokens=512, eval_window=64, latency_repeats=2,
-                         bf16=False),
-}
-
-
 # ----------------------------------------------------------------------------------------- compressing
 def compress(kind: str, teacher, calib: list[dict], s: HealSettings):
     """A pruned copy of ``teacher`` and a one-line description, or (None, reason) when not available."""
@@ -134,11 +62,19 @@ def compress(kind: str, teacher, calib: list[dict], s: HealSettings):
         plan = hf_compress.select_heads(scores, s.head_fraction, uniform=True, group_size=group, whole_groups=True)
         student = hf_compress.prune_heads(copy.deepcopy(teacher), plan)
         return student, f"{sum(map(len, plan.values()))} of {scores.numel()} heads (whole KV groups) removed"
-    prune_width = getattr(hf_compress, "prune_width", None)
-    if prune_width is None:
-        return None, "width pruning (`prune_width`) is not in this checkout yet"
-    student = prune_width(copy.deepcopy(teacher), fraction=s.width_fraction, calibration=calib)
-    return student, f"{s.width_fraction:.0%} of the FFN neurons removed"
+    before = arch.intermediate_size(teacher)
+    if s.width_match:  # the block parameters of `layers`: drop k of n identical blocks = k/n of them
+        import bench_width
+
+        n = arch.num_layers(teacher)
+        k = max(1, round(n * s.layer_fraction))
+        size = bench_width.solve_size(teacher, "ffn", k / n * bench_width.block_params(teacher))
+        why = f", the block parameters of {k} of {n} layers dropped"
+    else:
+        size, why = s.width_fraction, ""
+    student = hf_compress.prune_width(copy.deepcopy(teacher), ffn=size,
+                                      scores=hf_compress.width_importance(teacher, calib))
+    return student, f"FFN {before}→{arch.intermediate_size(student)} neurons by activation importance{why}"
 
 
 # --------------------------------------------------------------------------------------------- healing
@@ -256,14 +192,15 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
             logger.warning("%s: %s", kind, what)
             rows.append(dict(compression=kind, model=f"pruned ({what})", module=pruned,
                              ppl=evaluate(pruned, tokenizer, corpora, s)))
-            for arm in ("distill", "finetune"):
+            logger.warning("row %s", json.dumps({k: v for k, v in rows[-1].items() if k != "module"}))
+            for arm in s.arms(kind):
                 student = copy.deepcopy(pruned)
                 stats = heal(arm, student, teacher, s, train_blocks, Path(tmp), cache)
                 label = "healed: distillation" if arm == "distill" else "healed: LM fine-tuning (no teacher)"
                 rows.append(dict(compression=kind, model=label, module=student, **stats,
                                  ppl=evaluate(student, tokenizer, corpora, s)))
-                logger.warning("%s / %s: %s", kind, arm, rows[-1]["ppl"])
-            distilled = rows[-2]["module"]
+                logger.warning("row %s", json.dumps({k: v for k, v in rows[-1].items() if k != "module"}))
+            distilled = next(r["module"] for r in rows if r["compression"] == kind and r["model"] == "healed: distillation")
             if s.quantize:
                 for mode in ("w8a16", "w8a8" if s.w8a8 == "smoothquant+gptq" else "w8a8-rtn"):
                     start = time.perf_counter()
@@ -281,6 +218,8 @@ def parse_args(argv=None):
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a short run (layers only, 60 steps of 4 x 256)")
     size.add_argument("--tiny", action="store_true", help="tiny in-process Llama on synthetic text (tests)")
+    size.add_argument("--preset", choices=("full", "cpu", "gpu"), default=None,
+                      help="full: the goal's budget; cpu: what fits a 2-core CPU in about 90 CPU-minutes; gpu")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="cuda: the GPU preset (unless --quick / --tiny); default cpu")
     p.add_argument("--output", default=None,
@@ -289,22 +228,10 @@ def parse_args(argv=None):
     p.add_argument("--json", action="store_true", help="print the rows as JSON to stdout")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a HealSettings field, e.g. --set steps=200")
-    return p.parse_args(argv)
-
-
-def make_settings(args) -> HealSettings:
-    preset = "tiny" if args.tiny else "quick" if args.quick else "gpu" if args.device == "cuda" else "full"
-    overrides = {"device": args.device} if args.device else {}
-    types = {f.name: f.type for f in dataclasses.fields(HealSettings)}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in types:
-            raise SystemExit(f"--set {item!r}: unknown field {key!r}; fields are {', '.join(sorted(types))}")
-        try:
-            overrides[key] = value if types[key] == "str" else json.loads(value.lower())
-        except json.JSONDecodeError:
-            raise SystemExit(f"--set {item!r}: {value!r} is not a number / true / false") from None
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    args = p.parse_args(argv)
+    if args.preset and args.device and (args.preset == "gpu") != (args.device == "cuda"):
+        p.error(f"--preset {args.preset} and --device {args.device} disagree; drop one")
+    return args
 
 
 def output_path(args, settings: HealSettings) -> Path:
@@ -312,7 +239,12 @@ def output_path(args, settings: HealSettings) -> Path:
     ``--quick`` or ``--tiny`` run never overwrites the published table unless asked to by name."""
     from hf_compress.evaluation import report_path
 
-    return report_path(args.output, ROOT / "benchmarks" / "heal.md", smoke=settings.preset in ("quick", "tiny"))
+    published = ROOT / "benchmarks" / "heal.md"
+    smoke = settings.preset in ("quick", "tiny")
+    if smoke and args.output is not None and Path(args.output).resolve() == published.resolve():
+        raise SystemExit(f"bench_heal: `--output` must not be the published table for a --{settings.preset} run, "
+                         f"got {args.output!r}; give another path or run a full preset (--preset cpu)")
+    return report_path(args.output, published, smoke=smoke)
 
 
 def main(argv=None) -> int:

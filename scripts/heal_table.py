@@ -68,16 +68,27 @@ def verdicts(rows: list[dict]) -> list[str]:
         arms = {r["model"]: r for r in rows if r["compression"] == kind}
         kd = next((r for m, r in arms.items() if m.startswith("healed: distillation")), None)
         ft = next((r for m, r in arms.items() if m.startswith("healed: LM fine-tuning")), None)
-        if kd is None or ft is None:
+        if kd is None:
             continue
         shares = kd["recovered"]
-        beats = all(kd["ppl"][c] < ft["ppl"][c] for c in kd["ppl"])
         met = all(v is not None and v >= 0.7 for v in shares.values())
         share_txt = ", ".join(f"{c} {_f(v, '.0%')}" for c, v in shares.items())
-        ppl_txt = ", ".join(f"{c} {kd['ppl'][c]:.2f} vs {ft['ppl'][c]:.2f}" for c in kd["ppl"])
-        lines.append(f"- **{kind}**: distillation recovered {share_txt} of the log-perplexity gap (goal ≥ 70%: "
-                     f"{'met' if met else 'not met'}); it {'beats' if beats else 'does not beat'} LM "
-                     f"fine-tuning on both held-out corpora (perplexity, distilled vs fine-tuned: {ppl_txt}).")
+        line = (f"- **{kind}**: distillation recovered {share_txt} of the log-perplexity gap (goal ≥ 70%: "
+                f"{'met' if met else 'not met'})")
+        if ft is not None:
+            beats = all(kd["ppl"][c] < ft["ppl"][c] for c in kd["ppl"])
+            ppl_txt = ", ".join(f"{c} {kd['ppl'][c]:.2f} vs {ft['ppl'][c]:.2f}" for c in kd["ppl"])
+            line += (f"; it {'beats' if beats else 'does not beat'} LM fine-tuning on both held-out corpora "
+                     f"(perplexity, distilled vs fine-tuned: {ppl_txt})")
+        lines.append(line + ".")
+    distilled = {r["compression"]: r for r in rows if r["model"] == "healed: distillation"}
+    if "layers" in distilled and "width" in distilled:  # issue 14's goal: width beats depth once healed
+        depth, width = distilled["layers"], distilled["width"]
+        beats = all(width["ppl"][c] < depth["ppl"][c] for c in width["ppl"])
+        ppl_txt = ", ".join(f"{c} {width['ppl'][c]:.2f} vs {depth['ppl'][c]:.2f} "
+                            f"({width['ppl'][c] / depth['ppl'][c] - 1:+.1%})" for c in width["ppl"])
+        lines.append(f"- **width vs depth after the same distillation** (goal: width lower on both corpora): "
+                     f"{'met' if beats else 'not met'} (perplexity, width vs depth: {ppl_txt}).")
     return lines
 
 
@@ -103,7 +114,8 @@ def render(rows: list[dict], notes: list[str], s, model_name: str, ctx: dict) ->
         lines.append("| " + " | ".join(cells) + " |")
     la, lb = ctx["load_after"], ctx["load_before"]
     budget = (f"{s.steps} steps × {s.batch_size} × {s.seq_len} tokens = {s.tokens:,} tokens per arm, AdamW lr "
-              f"{s.learning_rate:g}, cosine schedule, {s.warmup:.0%} warm-up, bf16 autocast: {s.bf16}, device "
+              f"{s.learning_rate:g}, cosine schedule, {s.warmup:.0%} warm-up, "
+              f"{'bf16 autocast' if s.bf16 else 'fp32 (bf16 autocast off: not native on this device)'}, device "
               f"{s.device}; distillation: forward KL at τ={s.temperature:g} from the original model ("
               f"{f'its top-{s.top_k} logits cached once' if s.teacher_cache else 'live teacher'}); fine-tuning: the "
               f"model's own LM loss on the same blocks")

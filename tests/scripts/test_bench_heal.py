@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import re
@@ -142,26 +143,71 @@ def test_real_corpora_use_the_one_heldout_rule(bench, monkeypatch):
     ("compressions", "layers,depth", "`compressions` must be a comma-separated subset of"),
     ("device", "tpu", "`device` must be 'cpu' or 'cuda', got 'tpu'"),
     ("w8a8", "gptq", "`w8a8` must be 'smoothquant+gptq' or 'rtn', got 'gptq'"),
+    ("finetune", "width", "`finetune` must be 'all', 'none' or a subset of compressions (layers,heads), got"),
+    ("bf16", "yes", "`bf16` must be true, false or null"),
 ])
 def test_bad_settings_name_the_field(bench, field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        bench.dataclasses.replace(bench.PRESETS["tiny"], **{field: value})
+        dataclasses.replace(bench.PRESETS["tiny"], **{field: value})
 
 
 def test_presets_and_output_paths(bench, tmp_path):
     published = SCRIPTS.parent / "benchmarks" / "heal.md"
-    for argv, preset in ((["--tiny"], "tiny"), (["--quick"], "quick"), ([], "full"), (["--device", "cuda"], "gpu")):
+    for argv, preset in ((["--tiny"], "tiny"), (["--quick"], "quick"), ([], "full"), (["--device", "cuda"], "gpu"),
+                         (["--preset", "cpu"], "cpu"), (["--preset", "gpu"], "gpu")):
         args = bench.parse_args(argv)
         settings = bench.make_settings(args)
         assert settings.preset == preset
         out = bench.output_path(args, settings)
-        assert (out == published) == (preset in ("full", "gpu"))
+        assert (out == published) == (preset in ("full", "gpu", "cpu"))
+    for argv in (["--quick"], ["--tiny"]):  # a smoke run never writes the published table, even by name
+        args = bench.parse_args([*argv, "--output", str(published)])
+        with pytest.raises(SystemExit, match="`--output` must not be the published table"):
+            bench.output_path(args, bench.make_settings(args))
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--preset", "cpu", "--device", "cuda"])
     gpu = bench.make_settings(bench.parse_args(["--device", "cuda"]))
     assert gpu.device == "cuda" and gpu.bf16 and gpu.tokens > 10 * bench.PRESETS["full"].tokens
     args = bench.parse_args(["--quick", "--output", str(tmp_path / "x.md")])
     assert bench.output_path(args, bench.make_settings(args)) == tmp_path / "x.md"
     with pytest.raises(SystemExit, match="unknown field 'stepz'"):
         bench.make_settings(bench.parse_args(["--tiny", "--set", "stepz=3"]))
+
+
+def test_bf16_only_where_it_is_native(bench, monkeypatch):
+    import hf_compress.evaluation as evaluation
+
+    for native in (False, True):
+        monkeypatch.setattr(evaluation, "native_bf16_cpu", lambda native=native: native)
+        for argv in ([], ["--preset", "cpu"]):
+            assert bench.make_settings(bench.parse_args(argv)).bf16 is native  # fp32 on an AVX2-only CPU
+        assert bench.make_settings(bench.parse_args(["--device", "cuda"])).bf16 is True
+        assert bench.make_settings(bench.parse_args(["--set", "bf16=true"])).bf16 is True  # asked: kept
+        assert bench.make_settings(bench.parse_args(["--tiny"])).bf16 is False
+
+
+def test_width_at_the_parameters_of_the_dropped_layers_and_the_width_verdict(bench, tmp_path):
+    from hf_compress import arch
+
+    settings = dataclasses.replace(bench.PRESETS["tiny"], steps=2, compressions="layers,width",
+                                         finetune="layers", quantize=False)
+    rows, notes, _ = bench.run(settings, tiny=True)
+    assert [(r["compression"], r["model"]) for r in rows] == [
+        ("-", "original"), ("layers", "pruned (layers [6, 7] of 8 dropped)"), ("layers", "healed: distillation"),
+        ("layers", "healed: LM fine-tuning (no teacher)"),
+        ("width", "pruned (FFN 128→80 neurons by activation importance, the block parameters of 2 of 8 layers "
+                  "dropped)"), ("width", "healed: distillation")]
+    teacher, depth, width = rows[0]["module"], rows[1]["module"], rows[4]["module"]
+    blocks = {k: sum(p.numel() for p in arch.get_layers(m).parameters()) for k, m in
+              (("t", teacher), ("d", depth), ("w", width))}
+    per_neuron = 3 * arch.hidden_size(teacher) * arch.num_layers(teacher)  # gate, up, down rows / columns
+    assert arch.num_layers(depth) == 6 and arch.intermediate_size(width) % 8 == 0
+    assert abs(blocks["w"] - blocks["d"]) <= 4 * per_neuron  # equal block parameters up to rounding to 8
+    assert rows[5]["tokens"] == rows[2]["tokens"]  # the same distillation budget
+    text = bench.heal_table.render(rows, notes, settings, "tiny", dict(
+        started="now", load_before=(0, 0, 0), load_after=(0, 0, 0), wall_s=1, threads=1, command="x"))
+    assert "width vs depth after the same distillation" in text
+    assert text.count("distillation recovered") == 2 and text.count("LM fine-tuning on both") == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

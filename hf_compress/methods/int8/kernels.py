@@ -2,7 +2,10 @@
 
 ``w8a8``: per-token symmetric int8 activations (absmax / 127), ``torch._int_mm`` with the int8 weight kept
 ``[out, in]`` contiguous and passed as ``w.t()`` (the fast CPU layout), then one rescale by
-``x_scale * w_scale``. ``w8a16``: 16-bit activations times the int8 weight; on CPU
+``x_scale * w_scale``. Which int8 matmul runs on a CPU is decided here, once per process
+(:func:`w8a8_kernel`): ``torch._int_mm`` where the CPU has VNNI / AMX int8 (fast there) or is not x86;
+fbgemm's dynamic quantized linear (:mod:`.fbgemm`, 7-bit activations) on x86 CPUs without them, where
+``_int_mm`` is a scalar loop. ``HF_COMPRESS_W8A8_KERNEL=int_mm|fbgemm`` overrides the choice. ``w8a16``: 16-bit activations times the int8 weight; on CPU
 ``aten._weight_int8pack_mm`` for a few rows (fast there), else a bf16/fp16 product with the weight
 converted for that call (O(out·in) next to the O(rows·out·in) product). Optionally everything runs through
 ``torch.compile`` so the quantize and rescale passes fuse around the matmul; a compile failure makes that one
@@ -13,13 +16,17 @@ models keep compiling.
 from __future__ import annotations
 
 import logging
+import os
 import types
 
 import torch
 import torch.nn.functional as F
 
+from ...errors import QuantizationError
+from .fbgemm import fbgemm_available, fbgemm_mm
+
 __all__ = ["int8_linear", "w8a8_linear", "w8a16_linear", "quantize_tokens", "with_own_code", "kernel_status",
-           "SMALL_M", "int8pack_fits"]
+           "SMALL_M", "int8pack_fits", "w8a8_kernel", "set_w8a8_kernel", "W8A8_KERNELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,68 @@ def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     xf = x.float()
     scale = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0  # (M, 1)
     return torch.round(xf / scale).to(torch.int8), scale
+
+
+W8A8_KERNELS = ("int_mm", "fbgemm")
+_ENV = "HF_COMPRESS_W8A8_KERNEL"
+_INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU features with a non-saturating int8 dot product
+
+
+def _detect_cpu_kernel() -> str:
+    """``int_mm`` on CPUs with an int8 dot-product instruction or off x86, else ``fbgemm`` when built in."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    if caps.get("architecture", "x86_64") != "x86_64" or any(caps.get(k) for k in _INT8_DOT):
+        return "int_mm"
+    return "fbgemm" if caps.get("avx2") and fbgemm_available() else "int_mm"
+
+
+def _checked(name: str, where: str) -> str:
+    if name == "auto":
+        return _detect_cpu_kernel()
+    if name not in W8A8_KERNELS:
+        raise QuantizationError(f"{where} must be one of {list(W8A8_KERNELS)} or 'auto', got {name!r}")
+    if name == "fbgemm" and not fbgemm_available():
+        raise QuantizationError(f"{where} is 'fbgemm' but this torch has no fbgemm engine; use 'int_mm'")
+    return name
+
+
+def set_w8a8_kernel(name: str | None = "auto") -> str:
+    """Choose the CPU W8A8 matmul for this process: ``"int_mm"``, ``"fbgemm"`` or ``"auto"`` (by CPU);
+    ``None`` re-reads ``HF_COMPRESS_W8A8_KERNEL``. Returns the kernel now in use."""
+    global _CPU_KERNEL
+    if name is None:
+        _CPU_KERNEL = _checked(os.environ.get(_ENV, "auto"), f"`{_ENV}`")
+    else:
+        _CPU_KERNEL = _checked(name, "`set_w8a8_kernel(name)`")
+    return _CPU_KERNEL
+
+
+_CPU_KERNEL = "int_mm"
+set_w8a8_kernel(None)  # decided once per process, at import (a module global: torch.compile guards on it)
+
+
+def w8a8_kernel(device: str = "cpu") -> str:
+    """The int8 matmul W8A8 layers use on ``device`` (``"int_mm"`` on every non-CPU device)."""
+    return _CPU_KERNEL if device == "cpu" else "int_mm"
+
+
+def _fbgemm_w8a8(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias) -> torch.Tensor:
+    """Per-token W8A8 through fbgemm (see :mod:`.fbgemm`): rows scaled to absmax 1, multiplied, scaled back.
+    One extra row [1, -1, 0, ...] pins fbgemm's per-tensor range to [-1, 1], so a token's output never
+    depends on the other tokens of the batch."""
+    xf = x.float()
+    m = xf.shape[0]
+    s = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)  # (M, 1)
+    pin = torch.zeros(1, xf.shape[1], dtype=torch.float32, device=xf.device)
+    pin[0, 0], pin[0, -1] = 1.0, -1.0
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and xf.requires_grad):
+        rows = torch.cat([xf / s, pin])  # inductor fuses it; autograd cannot go through out=
+    else:
+        rows = torch.empty(m + 1, xf.shape[1], dtype=torch.float32, device=xf.device)
+        torch.div(xf, s, out=rows[:m])  # eager: one pass, no extra copy for the pin row
+        rows[m:] = pin
+    y = fbgemm_mm(rows, w, w_scale)[:m]  # (M, N)
+    return y * s if bias is None else torch.addcmul(bias.float(), y, s)
 
 
 def _int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -53,6 +122,8 @@ def w8a8_linear(
     x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, act: str | None = None
 ):
     """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype."""
+    if _CPU_KERNEL == "fbgemm" and x.device.type == "cpu":
+        return _activate(_fbgemm_w8a8(x, w, w_scale, bias).to(x.dtype), act)
     xq, x_scale = quantize_tokens(x)
     acc = _int_mm(xq, w)  # (M, N) int32
     y = acc.float() * x_scale * w_scale.float().t()  # (M, N)
