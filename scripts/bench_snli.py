@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import snli_data  # noqa: E402
 import snli_table  # noqa: E402
 import snli_train  # noqa: E402
+from hf_compress.arch import num_layers  # noqa: E402
 from hf_compress.evaluation import accuracy, native_bf16_cpu, report_path, write_report  # noqa: E402
 
 logger = logging.getLogger("bench_snli")
@@ -163,8 +164,8 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
         cache_folder, timing = snli_train.teacher_logits(teacher, teacher_dir, settings, student_tok, tokenizer)
         notes.append(f"logits student: trained from the teacher's logits over its {len(student_tok):,} pairs, "
                      f"cached once (`cache_teacher_outputs`, all 3 labels) in {timing['cpu_s'] / 60:.1f} "
-                     f"CPU-min ({timing['train_s']:.0f} s wall, not in its training time). The logits + "
-                     f"hidden student runs the live teacher.")
+                     f"CPU-min ({timing['train_s']:.0f} s wall, not in its training time)."
+                     + (" The logits + hidden student runs the live teacher." if "logits + hidden" in kinds else ""))
     for kind in kinds:
         student, folder, stats = snli_train.get_student(kind, teacher, settings, student_tok, tokenizer, cache_folder,
                                              model_name, cache_root)
@@ -196,8 +197,10 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
 
 
 def header(settings: BenchSettings, model_name: str, n_test: int, argv: list[str], wall_s: float,
-           cpu_s: float, loads: tuple) -> str:
-    keep = settings.keep or f"{settings.student_layers} spread evenly"
+           cpu_s: float, loads: tuple, teacher_layers: int = 6) -> str:
+    from hf_compress.methods.layers.drop import spread_layers
+
+    keep = ", ".join(map(str, settings.keep or spread_layers(teacher_layers, settings.student_layers)))
     if settings.bf16:
         precision = "bf16 autocast" + ("" if settings.bf16_training else " (this CPU has native bf16)")
     else:
@@ -288,7 +291,7 @@ def main(argv=None) -> int:
                                train_tok.select(range(settings.pairs)), test_tok, tokenizer, labels,
                                model_name, cache_root)
     head = header(settings, model_name, len(labels), argv, time.perf_counter() - t_start,
-                  time.process_time() - cpu_start, (load_start, os.getloadavg()[0]))
+                  time.process_time() - cpu_start, (load_start, os.getloadavg()[0]), num_layers(teacher))
     table = snli_table.render(rows, notes, head)
     print(table)
     out = report_path(args.output, ROOT / "benchmarks" / "snli.md", smoke=args.quick or args.tiny)

@@ -78,6 +78,7 @@ def test_tiny_table_has_every_row_and_consistent_columns(tiny_run):
     assert all(v is None for v in table[ROWS[5]])  # TRL cannot take a classifier: explained, not measured
     assert "TRL row not measured:" in text
     assert "trained from the teacher's logits over its 192 pairs, cached once" in text
+    assert "teacher layers 0, 2, 3." in text  # 3 of the tiny teacher's 4, spread evenly
 
 
 def test_students_are_reused_from_their_cache(bench, tiny_run, tmp_path, monkeypatch):
