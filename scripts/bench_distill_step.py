@@ -30,8 +30,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
 ARMS = ("live", "cached", "plain")
+
+
+class _PlainEncoder(transformers.Trainer):
+    """A plain step of an encoder without a head: the student's forward + backward on a trivial loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        return out.last_hidden_state.pow(2).mean()
 
 
 class _Arm:
@@ -43,7 +52,7 @@ class _Arm:
         trainer.current_gradient_accumulation_steps = 1  # set by the training loop, read by training_step
         self.loader = trainer.get_train_dataloader()
         self._it = iter(self.loader)
-        self.times, self.fetch, self.losses, self.teacher_s = [], [], [], []
+        self.times, self.cpu, self.fetch, self.losses, self.teacher_s = [], [], [], [], []
         source = getattr(trainer, "teacher_source", None)
         if source is not None:  # time the teacher source (cache row reads / live teacher forward) per step
             self._spent = [0.0]
@@ -69,7 +78,7 @@ class _Arm:
         tr = self.trainer
         if self._spent is not None:
             self._spent[0] = 0.0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = self._next()
         batches, counts = tr.get_batch_samples(iter([batch]), 1, tr.args.device)
         t1 = time.perf_counter()
@@ -79,6 +88,7 @@ class _Arm:
         tr.lr_scheduler.step()
         self.model.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
+        self.cpu.append(time.process_time() - c0)  # CPU-seconds of all threads: less sensitive to other jobs
         self.times.append(t2 - t0)
         self.fetch.append(t1 - t0)
         self.losses.append(float(loss))
@@ -90,11 +100,11 @@ def _load() -> str:
     return open("/proc/loadavg").read().split()[0]
 
 
-def build_arms(name: str, tiny: bool, rounds: int, batch: int, out_dir: str) -> tuple[dict, dict]:
+def build_arms(name: str, tiny: bool, rounds: int, batch: int, out_dir: str, arms_wanted=ARMS) -> tuple[dict, dict]:
     """The three arms of ``name`` (and the cache build facts)."""
     from transformers import Trainer, TrainingArguments
 
-    from bench_distill_speed import _PlainEncoder, _dataset, _pair
+    from bench_distill_speed import _dataset, _pair
     from hf_compress import DistillationArguments, DistillationTrainer, cache_teacher_outputs
     from hf_compress.arch import num_layers
     from hf_compress.distillation.cache import cache_summary
@@ -114,7 +124,7 @@ def build_arms(name: str, tiny: bool, rounds: int, batch: int, out_dir: str) -> 
     facts = {"pair": name, "batch": batch, "seq": seq, "rounds": rounds, "build_s": time.perf_counter() - t0,
              "cache": cache_summary(folder), "rows_cached": len(ds)}
     arms = {}
-    for arm in ARMS:
+    for arm in arms_wanted:
         model = copy.deepcopy(student).train()
         if arm == "plain":
             cls = Trainer if causal else _PlainEncoder
@@ -132,28 +142,34 @@ def _profile(arm: _Arm, rows: int = 22) -> str:
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         arm.step()
-    for record in (arm.times, arm.fetch, arm.losses, arm.teacher_s):  # the profiled step is not a timed one
+    for record in (arm.times, arm.cpu, arm.fetch, arm.losses, arm.teacher_s):  # the profiled step is not a timed one
         if record:
             record.pop()
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def bench_speed(name: str, tiny: bool, rounds: int, batch: int, out_dir: str, profile: bool = False) -> dict:
-    arms, facts = build_arms(name, tiny, rounds, batch, out_dir)
-    loads = []
+def bench_speed(name: str, tiny: bool, rounds: int, batch: int, out_dir: str, profile: bool = False,
+                arms_wanted=ARMS) -> dict:
+    arms, facts = build_arms(name, tiny, rounds, batch, out_dir, arms_wanted)
+    loads, order = [], list(arms_wanted)
     for r in range(rounds + 1):  # round 0 warms up every arm
         loads.append(_load())
-        for arm in ARMS[r % 3:] + ARMS[: r % 3]:
+        for arm in order[r % len(order):] + order[: r % len(order)]:
             arms[arm].step()
+        print(f"[round {r}/{rounds}] " + " ".join(f"{a} {arms[a].times[-1]:.2f}s (cpu {arms[a].cpu[-1]:.2f}s)"
+                                                   for a in order) + f" load {loads[-1]}", file=sys.stderr, flush=True)
     out = dict(facts, loads=loads, arms={})
     for name_, arm in arms.items():
         t = arm.times[1:]
         out["arms"][name_] = {"median_s": statistics.median(t), "times": arm.times, "losses": arm.losses,
+                              "cpu_median_s": statistics.median(arm.cpu[1:]), "cpu": arm.cpu,
                               "fetch_median_s": statistics.median(arm.fetch[1:]),
                               "teacher_median_s": statistics.median(arm.teacher_s[1:]) if arm.teacher_s else None}
-    ratios = [c / p for c, p in zip(arms["cached"].times[1:], arms["plain"].times[1:])]
-    out["cached_over_plain"] = statistics.median(ratios)
-    out["ratios"] = ratios
+    if "cached" in arms and "plain" in arms:
+        ratios = [c / p for c, p in zip(arms["cached"].times[1:], arms["plain"].times[1:])]
+        cpu = [c / p for c, p in zip(arms["cached"].cpu[1:], arms["plain"].cpu[1:])]
+        out.update(cached_over_plain=statistics.median(ratios), ratios=ratios,
+                   cpu_cached_over_plain=statistics.median(cpu), cpu_ratios=cpu)
     if profile:
         out["profile"] = {arm: _profile(arms[arm]) for arm in ("cached", "plain")}
     return out
@@ -166,12 +182,14 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (after one warm-up round)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of live,cached,plain")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench-step-") as work:
-        res = bench_speed(args.pair, args.tiny, args.rounds, args.batch, work, args.profile)
+        res = bench_speed(args.pair, args.tiny, args.rounds, args.batch, work, args.profile,
+                          tuple(args.arms.split(",")))
     for arm, table in res.pop("profile", {}).items():
         print(f"== profile: {arm} ==\n{table}", file=sys.stderr)
     print(json.dumps(res, default=str))

@@ -25,8 +25,10 @@ def head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                 softcap: float | None) -> torch.Tensor:
     """The LM head on ``hidden`` (n, d) -> fp32 (n, V), with the model's final logit soft-capping if any."""
     logits = F.linear(hidden, weight, bias).float()
-    if softcap:
+    if softcap and logits.requires_grad:
         logits = torch.tanh(logits / softcap) * softcap
+    elif softcap:  # no autograd: in place, one buffer
+        logits.div_(softcap).tanh_().mul_(softcap)
     return logits
 
 
@@ -38,11 +40,17 @@ class ChunkedHeadLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, coeffs, chunk_rows: int, softcap, row_terms):
+    def forward(ctx, hidden, weight, bias, coeffs, chunk_rows: int, softcap, row_terms, into_grad: bool = False):
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         want_b = bias is not None and ctx.needs_input_grad[2]
         grad_h = torch.zeros_like(hidden) if want_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if want_w else None  # the only (V, d) buffer
+        # into_grad: add the head's gradient straight into an existing fp32 weight.grad (no (V, d) buffer held
+        # until backward); only for a backward that is not scaled (checked there) and not synchronised by hooks
+        ctx.into_grad = into_grad and want_w and weight.grad is not None and weight.grad.dtype == torch.float32
+        if ctx.into_grad:
+            grad_w = weight.grad
+        else:
+            grad_w = torch.zeros_like(weight, dtype=torch.float32) if want_w else None  # the only (V, d) buffer
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if want_b else None
         sums = torch.zeros(coeffs.numel(), dtype=torch.float32, device=hidden.device)
         c = coeffs.detach().to(device=hidden.device, dtype=torch.float32)
@@ -71,20 +79,25 @@ class ChunkedHeadLoss(torch.autograd.Function):
                 if want_b:
                     grad_b += dz.float().sum(0)
             sums += terms.detach().float()
-        ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
-        ctx.wants = (want_h, want_w, want_b)
+        # kept as attributes, not saved tensors: backward hands them on with no other reference (no copy)
+        ctx.grads = [grad_h, None if ctx.into_grad else grad_w, grad_b]
+        ctx.wants = (want_h, want_w and not ctx.into_grad, want_b)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         ctx.mark_non_differentiable(sums)
         return (sums * c).sum(), sums
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_sums):
-        saved = list(ctx.saved_tensors)
+        if ctx.into_grad and not bool(grad_loss == 1):
+            raise RuntimeError("ChunkedHeadLoss(into_grad=True) added the LM head's gradient during the forward pass "
+                               f"and needs an unscaled backward (gradient 1), got {float(grad_loss)}: pass into_grad=False")
+        grads, ctx.grads = ctx.grads, None
         out = []
-        for want, dtype in zip(ctx.wants, (None, *ctx.dtypes)):
-            g = saved.pop(0).mul_(grad_loss) if want else None  # in place: the buffers are not needed again
+        for i, (want, dtype) in enumerate(zip(ctx.wants, (None, *ctx.dtypes))):
+            g = grads[i].mul_(grad_loss) if want else None  # in place: the buffers are not needed again
+            grads[i] = None
             out.append(g if g is None or dtype is None else g.to(dtype))
-        return (*out, None, None, None, None)
+        return (*out, None, None, None, None, None)
 
 
 def _fused_chunk(h, weight, bias, softcap, row_terms, lo, hi):
@@ -101,11 +114,11 @@ def _fused_chunk(h, weight, bias, softcap, row_terms, lo, hi):
     return terms, dz
 
 
-def chunked_head_loss(hidden, weight, bias, coeffs, chunk_rows: int, softcap, row_terms):
+def chunked_head_loss(hidden, weight, bias, coeffs, chunk_rows: int, softcap, row_terms, into_grad: bool = False):
     """:class:`ChunkedHeadLoss` when a gradient is wanted, else the same loop without gradients."""
     needs = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     if needs:
-        return ChunkedHeadLoss.apply(hidden, weight, bias, coeffs, chunk_rows, softcap, row_terms)
+        return ChunkedHeadLoss.apply(hidden, weight, bias, coeffs, chunk_rows, softcap, row_terms, into_grad)
     sums = torch.zeros(coeffs.numel(), device=hidden.device)
     with torch.no_grad():
         for lo in range(0, hidden.shape[0], chunk_rows):
@@ -129,13 +142,14 @@ def lm_head_of(model):
 
 
 def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, coeffs, chunk_rows: int,
-                         vocab: int | None = None):
+                         vocab: int | None = None, into_grad: bool = False):
     """KD and task sums of a causal LM batch, chunked over the rows that count.
 
     ``s_hidden`` (B, T, d): the student's final hidden states; ``head``: :func:`lm_head_of` of the student;
     ``teacher``: a TeacherOutput (dense logits, top-k, or ``final_hidden`` + ``head``); ``logit_mask`` (B, T-1);
     ``labels`` (B, T) or None; ``coeffs`` (2,): weights of the KD and task sums; ``vocab``: compare only the
-    first ``vocab`` logits (vocabularies that differ by padding rows). Returns (weighted loss, KD sum, task sum).
+    first ``vocab`` logits (vocabularies that differ by padding rows); ``into_grad``: see :class:`ChunkedHeadLoss`.
+    Returns (weighted loss, KD sum, task sum).
     """
     from .fused import fused_rows, fused_supported
     from .losses import token_cross_entropy, topk_buckets
@@ -181,10 +195,11 @@ def chunked_causal_terms(s_hidden, head, teacher, logit_mask, labels, loss_fn, c
         else:
             rows = ("dense", t_rows[0][lo:hi])
         return fused_rows(logits, kd_mask[lo:hi], t_task[lo:hi], None if targets is None else targets[lo:hi],
-                          coeffs, loss_fn, rows, vocab=vocab, want_grad=want_grad)
+                          coeffs, loss_fn, rows, vocab=vocab, want_grad=want_grad,
+                          own=teacher.final_hidden is not None and want_grad)
 
     if fused_supported(loss_fn, teacher):
         fused_terms.fused = True
         row_terms = fused_terms
-    loss, sums = chunked_head_loss(h, head[0], head[1], coeffs, chunk_rows, head[2], row_terms)
+    loss, sums = chunked_head_loss(h, head[0], head[1], coeffs, chunk_rows, head[2], row_terms, into_grad)
     return loss, sums[0], sums[1]

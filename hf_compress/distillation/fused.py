@@ -52,11 +52,12 @@ def fused_supported(loss_fn, teacher) -> bool:
     return fused_supported_for(loss_fn, cached=teacher.topk_ids is not None)
 
 
-def _softmax(x: torch.Tensor, tau: float):
-    """softmax(x / tau) in a new buffer, the row maximum of x and the normaliser of exp((x - max) / tau):
-    fp32 (n, V) -> (n, V), (n, 1), (n, 1). The log-normaliser of x / tau is ``max / tau + log(total)``."""
-    m = x.amax(1, keepdim=True)
-    e = torch.sub(x, m)
+def _softmax(x: torch.Tensor, tau: float, out=None, m=None):
+    """softmax(x / tau) (in ``out``, else a new buffer), the row maximum of x and the normaliser of
+    exp((x - max) / tau): fp32 (n, V) -> (n, V), (n, 1), (n, 1). The log-normaliser of x / tau is
+    ``max / tau + log(total)``."""
+    m = x.amax(1, keepdim=True) if m is None else m
+    e = torch.sub(x, m) if out is None else torch.sub(x, m, out=out)
     if tau != 1.0:
         e.div_(tau)
     e.exp_()
@@ -93,13 +94,15 @@ def _topk_rows(z, ids, t_k, t_tail, kd_mask, c_kd, loss_fn, want_grad):
     return kd.detach(), lse, e, total, e_k, g, exact, rest
 
 
-def fused_rows(z, kd_mask, ce_mask, targets, coeffs, loss_fn, teacher_rows, *, vocab=None, want_grad=True):
+def fused_rows(z, kd_mask, ce_mask, targets, coeffs, loss_fn, teacher_rows, *, vocab=None, want_grad=True,
+               own=False):
     """Sums ``(kd, ce)`` (unweighted) and ``dz = d(coeffs[0] kd + coeffs[1] ce) / dz`` of one block of rows.
 
     ``z`` (n, V) fp32 student logits; ``kd_mask`` / ``ce_mask`` (n,) bool; ``targets`` (n,) next-token ids (any
     value where ``ce_mask`` is False) or None; ``teacher_rows``: ``("topk", ids (n, k), logits (n, k), tail
     (n,))`` or ``("dense", logits (n, V'))``; ``vocab``: the KD compares the first ``vocab`` logits only.
-    ``dz`` is None when ``want_grad`` is False.
+    ``dz`` is None when ``want_grad`` is False. ``own``: ``z`` and dense teacher logits are temporaries of the
+    caller that may be overwritten (a chunk's buffers: 3 (n, V) buffers instead of 5).
     """
     c_kd, c_ce = float(coeffs[0]), float(coeffs[1])
     func, tau = _kind(loss_fn)
@@ -129,18 +132,26 @@ def fused_rows(z, kd_mask, ce_mask, targets, coeffs, loss_fn, teacher_rows, *, v
         if func is not losses.forward_kl:
             raise ValueError(f"dense fused targets support forward_kl only, got {func.__name__}")
         y = teacher_rows[1].float()
-        zs, y = (z, y) if vocab is None else (z[:, :vocab], y[:, :vocab])
-        p_t, m_t, tot_t = _softmax(y, tau)
-        p_s, m_s, tot_s = _softmax(zs, tau)
-        # KL = sum p_t (b - a) + log(T_s / T_t) with a, b the shifted tempered logits: O(1) terms, not O(log V)
-        shift = torch.sub(y, zs).sub_(m_t - m_s)  # (n, V): (y - m_t) - (z - m_s)
-        cross = torch.einsum("nv,nv->n", p_t, shift) / tau
+        zs, ys = (z, y) if vocab is None else (z[:, :vocab], y[:, :vocab])
+        own = own and y.data_ptr() == teacher_rows[1].data_ptr()  # the teacher buffer is ours to overwrite
+        m_s = zs.amax(1, keepdim=True)
+        p_t, m_t, tot_t = _softmax(ys, tau)
+        # KL = sum p_t (b - a) + log(T_s / T_t), a, b the shifted tempered logits: O(1) terms, not O(log V)
+        shift = ys.sub_(zs) if own else torch.sub(ys, zs)  # (n, V): y - z, then minus (m_t - m_s)
+        cross = torch.einsum("nv,nv->n", p_t, shift.sub_(m_t - m_s)) / tau
+        buf = shift if own else None  # own: the teacher's buffer again; else shift is freed first
         del shift
+        p_s, _, tot_s = _softmax(zs, tau, out=buf, m=m_s)
+        del buf
         kd = ((cross + (tot_s / tot_t).log().squeeze(1)) * tau**2 * kd_mask).sum()
         shared = tau == 1.0 and vocab is None  # one softmax serves both terms
         p1 = None
         if targets is not None:
-            p1, m1, tot1 = (p_s, m_s, tot_s) if shared else _softmax(z, 1.0)
+            picked = z.gather(1, targets[:, None])
+            if shared:
+                p1, m1, tot1 = p_s, m_s, tot_s
+            else:  # own: the student buffer is not needed after this
+                p1, m1, tot1 = _softmax(z, 1.0, out=z if own else None, m=m_s)
             lse = m1 + tot1.log()
         if want_grad:
             w_kd = (kd_mask.float() * (tau * c_kd))[:, None]
@@ -151,7 +162,9 @@ def fused_rows(z, kd_mask, ce_mask, targets, coeffs, loss_fn, teacher_rows, *, v
                 dz[:, : zs.shape[1]] += p_s.sub_(p_t).mul_(w_kd)
     ce = z.new_zeros(())
     if targets is not None:
-        ce = torch.where(ce_mask, lse.squeeze(1) - z.gather(1, targets[:, None]).squeeze(1), 0.0).sum()
+        if teacher_rows[0] == "topk":
+            picked = z.gather(1, targets[:, None])
+        ce = torch.where(ce_mask, lse.squeeze(1) - picked.squeeze(1), 0.0).sum()
         if want_grad and c_ce != 0:
             dz.scatter_add_(1, targets[:, None], -ce_w)
     return torch.stack([kd.float(), ce.float()]), (dz if want_grad else None)

@@ -209,7 +209,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         elif chunk:
             out["head_loss"], out["kd"], out["task"] = chunked_causal_terms(
                 s_out.hidden_states[-1], lm_head_of(model), t_out, logit_mask, labels, self._logit_loss, coeffs,
-                args.logit_chunk_size, vocab=self.vocab)
+                args.logit_chunk_size, vocab=self.vocab, into_grad=self._head_grad_in_place())
         elif args.alpha_logits > 0:
             cut = (lambda x: x[:, :-1]) if self.causal else (lambda x: x)  # (B, T-1, V): i predicts i+1
             if t_out.logits is not None:  # a teacher with padding rows: the common ids only
@@ -231,6 +231,13 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         if use_task and not (chunk or fused):
             out["task"] = s_out.loss.float() * n_task  # the model's loss is a mean over its n_task items
         return out
+
+    def _head_grad_in_place(self) -> bool:
+        """Chunked losses may add the LM head's gradient into its existing ``.grad`` during the forward pass:
+        one process (no DDP gradient hooks), no loss scaler, no FSDP / DeepSpeed (the backward is unscaled)."""
+        acc = self.accelerator
+        return (acc.num_processes == 1 and getattr(acc, "scaler", None) is None and not self.is_fsdp_enabled
+                and not self.is_deepspeed_enabled)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         counts = num_items_in_batch

@@ -85,3 +85,50 @@ def test_gemma2_softcapped_head_chunked_equals_dense(tmp_path):
     got, _ = _grads(tmp_path, student, ds, 6, source={"teacher_model": teacher})
     for name, g in dense.items():
         torch.testing.assert_close(got[name], g, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_head_gradient_added_in_place_into_an_existing_grad():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(11, 8, generator=g, requires_grad=True)
+    w = torch.randn(30, 8, generator=g, requires_grad=True)
+    t = torch.randn(11, 30, generator=g)
+    earlier = torch.randn(30, 8, generator=g)  # an earlier micro-batch's gradient
+
+    def terms(logits, lo, hi):
+        return losses.forward_kl(logits, t[lo:hi], reduction="sum")[None]
+
+    grads = {}
+    for into in (False, True):
+        w.grad, h.grad = earlier.clone(), None
+        buffer = w.grad
+        loss, _ = ChunkedHeadLoss.apply(h, w, None, torch.tensor([0.5]), 4, None, terms, into)
+        loss.backward()
+        assert (w.grad is buffer) or not into  # in place: the same tensor, no (V, d) buffer of its own
+        grads[into] = (h.grad.clone(), w.grad.clone())
+    for a, b in zip(grads[False], grads[True]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    w.grad = earlier.clone()
+    loss, _ = ChunkedHeadLoss.apply(h, w, None, torch.tensor([0.5]), 4, None, terms, True)
+    with pytest.raises(RuntimeError, match="needs an unscaled backward"):
+        (loss * 2).backward()
+    w.grad = None  # no grad yet: the buffer path, whatever into_grad says
+    loss, _ = ChunkedHeadLoss.apply(h, w, None, torch.tensor([0.5]), 4, None, terms, True)
+    loss.backward()
+    torch.testing.assert_close(w.grad, grads[False][1] - earlier, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_window_uses_the_in_place_head_gradient(tmp_path, monkeypatch):
+    from hf_compress.distillation import chunked
+
+    seen = []
+    real = chunked.ChunkedHeadLoss.forward
+
+    def spy(ctx, hidden, weight, *rest):
+        out = real(ctx, hidden, weight, *rest)
+        seen.append(ctx.into_grad)
+        return out
+
+    monkeypatch.setattr(chunked.ChunkedHeadLoss, "forward", staticmethod(spy))
+    teacher, student = make_models("llama")
+    _grads(tmp_path, student, make_dataset("llama"), 5, 4, 2, source={"teacher_model": teacher})
+    assert seen == [False, True]  # micro-batch 1: no .grad yet (buffer); micro-batch 2: added in place

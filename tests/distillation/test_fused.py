@@ -76,7 +76,14 @@ def test_topk_rows_whose_tail_underflows_are_exact():
 def test_dense_forward_kl_rows_equal_autograd(tau, vocab):
     z, t, kd_mask, ce_mask, targets = _case(5)
     loss_fn = functools.partial(losses.forward_kl, temperature=tau)
-    _check(z, kd_mask, ce_mask, targets, torch.tensor([0.4, 1.3]), loss_fn, ("dense", t), vocab)
+    coeffs = torch.tensor([0.4, 1.3])
+    _check(z, kd_mask, ce_mask, targets, coeffs, loss_fn, ("dense", t), vocab)
+    # own=True (a chunk's temporaries, overwritten in place): the same sums and gradient
+    sums, dz = fused_rows(z.clone(), kd_mask, ce_mask, targets, coeffs, loss_fn, ("dense", t.clone()), vocab=vocab,
+                          own=True)
+    ref_sums, ref_dz = _reference(z, kd_mask, ce_mask, targets, coeffs, loss_fn, ("dense", t), vocab)
+    torch.testing.assert_close(sums, ref_sums, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dz, ref_dz, rtol=1e-5, atol=1e-6)
 
 
 def test_without_labels_and_with_zero_weights():
