@@ -30,12 +30,20 @@ bench-snli: $(STAMP)
 # torchao / optimum-quanto baselines run from a side venv that sees ours through a .pth file: in the main
 # venv, transformers would import torchao on every model load.
 BASE_VENV ?= /tmp/hf_compress_basevenv
+# the ONNX Runtime baseline (scripts/ort_baseline.py) has a side venv of its own, pinned, --no-deps
+ORT_VENV ?= /tmp/hf_compress_ortvenv
+ORT_PKGS := onnx==1.23.2 onnxruntime==1.31.1 protobuf==7.36.2 ml-dtypes==0.6.0 flatbuffers==25.12.19
 bench-int8: $(STAMP)
 	test -x $(BASE_VENV)/bin/python || $(PYTHON) -m venv $(BASE_VENV)
 	$(PY) -c "import site; print(site.getsitepackages()[0])" \
 		> "$$($(BASE_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hf_compress_main.pth"
 	$(BASE_VENV)/bin/python -m pip install -q --no-deps torchao==0.18.0 optimum-quanto==0.2.7
 	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) $(BASE_VENV)/bin/python scripts/bench_int8.py
+	test -x $(ORT_VENV)/bin/python || $(PYTHON) -m venv $(ORT_VENV)
+	$(PY) -c "import site; print(site.getsitepackages()[0])" \
+		> "$$($(ORT_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/hf_compress_main.pth"
+	$(ORT_VENV)/bin/python -m pip install -q --no-deps $(ORT_PKGS)
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR) $(ORT_VENV)/bin/python scripts/bench_int8_latency.py --ort
 
 # compressed-tensors lives in a side environment (installed next to our loader it would take over
 # from_pretrained); this checks our int8 checkpoints tensor by tensor against what that library writes.

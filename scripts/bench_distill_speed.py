@@ -31,8 +31,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import torch  # noqa: E402
 
@@ -82,12 +81,13 @@ def _dataset(ids, causal: bool):
     return datasets.Dataset.from_dict(data)
 
 
-def bench_speed(name: str, tiny: bool, steps: int, batch: int, out_dir: str, profile: bool = False) -> dict:
-    """Live / cached / plain steps of one pair, interleaved in one process (``bench_distill_step.py``);
-    ``profile``: torch.profiler tables of one cached and one plain step to stderr."""
+def bench_speed(name: str, tiny: bool, steps: int, batch: int, out_dir: str, profile: bool = False,
+                arms=("live", "cached", "plain")) -> dict:
+    """Live / cached / plain steps of one pair, interleaved in one process (``bench_distill_step.py``); profile:
+    torch.profiler tables of one cached and one plain step to stderr."""
     from bench_distill_step import bench_speed as interleaved
 
-    res = interleaved(name, tiny, steps, batch, out_dir, profile)
+    res = interleaved(name, tiny, steps, batch, out_dir, profile, tuple(arms))
     for arm, table in res.pop("profile", {}).items():
         print(f"== profile {name}: {arm} ==\n{table}", file=sys.stderr)
     return res
@@ -207,21 +207,24 @@ def render(results: dict, notes: str = "") -> str:
     if results.get("speed"):
         lines += ["## Seconds per optimizer step (live / cached / plain interleaved in one process)", "",
                   "Each round runs one optimizer step of every arm (rotating order); medians over the rounds after "
-                  "one warm-up round; cached / plain is the median of the per-round ratios (`bench_distill_step.py`).",
+                  "one warm-up round; cached / plain is the median of the per-round ratios of wall seconds and of "
+                  "process CPU-seconds (all threads; less sensitive to other jobs) (`bench_distill_step.py`).",
                   "", "| pair | batch x tokens | rounds | live teacher | teacher cache | plain fine-tuning | "
-                  "cached / plain | cache rows read per step | cache build | bytes / token | load per round |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "cached / plain (wall) | cached / plain (CPU-s) | cache rows read per step | cache build | "
+                  "bytes / token | load per round |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["speed"]:
             a = r["arms"]
             loads = r.get("loads", [])
-            lines.append(f"| {r['pair']} | {r['batch']} x {r['seq']} | {r['rounds']} | {a['live']['median_s']:.2f} s | "
+            live = f"{a['live']['median_s']:.2f} s" if "live" in a else "not run"
+            lines.append(f"| {r['pair']} | {r['batch']} x {r['seq']} | {r['rounds']} | {live} | "
                          f"{a['cached']['median_s']:.2f} s | {a['plain']['median_s']:.2f} s | "
-                         f"{r['cached_over_plain']:.3f} | {a['cached']['teacher_median_s']:.3f} s | "
+                         f"{r['cached_over_plain']:.3f} | {r.get('cpu_cached_over_plain', float('nan')):.3f} | "
+                         f"{a['cached']['teacher_median_s']:.3f} s | "
                          f"{r['build_s']:.1f} s for {r['cache']['tokens']} tokens | "
                          f"{r['cache']['bytes_per_token']:.0f} | {min(loads)}-{max(loads)} |")
         lines += ["", "Loss per step, live vs cached (top-32 for SmolLM2, hidden states for MiniLM):", ""]
         for r in results["speed"]:
-            live, cached = r["arms"]["live"]["losses"], r["arms"]["cached"]["losses"]
+            live, cached = r["arms"].get("live", {}).get("losses", []), r["arms"]["cached"]["losses"]
             lines.append(f"- {r['pair']}: live " + ", ".join(f"{x:.4f}" for x in live) + "; cached "
                          + ", ".join(f"{x:.4f}" for x in cached))
         lines.append("")
@@ -255,6 +258,7 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", default="minilm,smollm2", help="speed: which pairs (a re-measured pair replaces its row)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--output", help="markdown file (default: benchmarks/distill_speed.md, or a temp file with --tiny)")
+    p.add_argument("--arms", default="live,cached,plain", help="speed: which arms (cached and plain at least)")
     p.add_argument("--profile", action="store_true", help="speed: torch.profiler tables of a cached / plain step")
     p.add_argument("--tokens", type=int, help="tokens of the gemma-3-shaped memory step (default 1024)")
     p.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
@@ -276,7 +280,7 @@ def main(argv=None) -> int:
                 continue
             run = {"command": command.strip(), "when": time.strftime("%H:%M", time.gmtime()), "load_before": _uptime()}
             if part == "speed":  # a pair measured again replaces its row
-                new = [bench_speed(n, args.tiny, args.steps, args.batch, work, args.profile)
+                new = [bench_speed(n, args.tiny, args.steps, args.batch, work, args.profile, args.arms.split(","))
                        for n in args.pairs.split(",")]
                 keep = [r for r in results.get("speed", []) if r["pair"] not in args.pairs.split(",")]
                 results["speed"] = keep + new

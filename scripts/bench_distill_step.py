@@ -52,7 +52,7 @@ class _Arm:
         trainer.current_gradient_accumulation_steps = 1  # set by the training loop, read by training_step
         self.loader = trainer.get_train_dataloader()
         self._it = iter(self.loader)
-        self.times, self.fetch, self.losses, self.teacher_s = [], [], [], []
+        self.times, self.cpu, self.fetch, self.losses, self.teacher_s = [], [], [], [], []
         source = getattr(trainer, "teacher_source", None)
         if source is not None:  # time the teacher source (cache row reads / live teacher forward) per step
             self._spent = [0.0]
@@ -78,7 +78,7 @@ class _Arm:
         tr = self.trainer
         if self._spent is not None:
             self._spent[0] = 0.0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = self._next()
         batches, counts = tr.get_batch_samples(iter([batch]), 1, tr.args.device)
         t1 = time.perf_counter()
@@ -88,6 +88,7 @@ class _Arm:
         tr.lr_scheduler.step()
         self.model.zero_grad(set_to_none=True)
         t2 = time.perf_counter()
+        self.cpu.append(time.process_time() - c0)  # CPU-seconds of all threads: less sensitive to other jobs
         self.times.append(t2 - t0)
         self.fetch.append(t1 - t0)
         self.losses.append(float(loss))
@@ -141,7 +142,7 @@ def _profile(arm: _Arm, rows: int = 22) -> str:
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         arm.step()
-    for record in (arm.times, arm.fetch, arm.losses, arm.teacher_s):  # the profiled step is not a timed one
+    for record in (arm.times, arm.cpu, arm.fetch, arm.losses, arm.teacher_s):  # the profiled step is not a timed one
         if record:
             record.pop()
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
@@ -155,17 +156,20 @@ def bench_speed(name: str, tiny: bool, rounds: int, batch: int, out_dir: str, pr
         loads.append(_load())
         for arm in order[r % len(order):] + order[: r % len(order)]:
             arms[arm].step()
-        print(f"[round {r}/{rounds}] " + " ".join(f"{a} {arms[a].times[-1]:.2f}s" for a in order) + f" load {loads[-1]}",
-              file=sys.stderr, flush=True)
+        print(f"[round {r}/{rounds}] " + " ".join(f"{a} {arms[a].times[-1]:.2f}s (cpu {arms[a].cpu[-1]:.2f}s)"
+                                                   for a in order) + f" load {loads[-1]}", file=sys.stderr, flush=True)
     out = dict(facts, loads=loads, arms={})
     for name_, arm in arms.items():
         t = arm.times[1:]
         out["arms"][name_] = {"median_s": statistics.median(t), "times": arm.times, "losses": arm.losses,
+                              "cpu_median_s": statistics.median(arm.cpu[1:]), "cpu": arm.cpu,
                               "fetch_median_s": statistics.median(arm.fetch[1:]),
                               "teacher_median_s": statistics.median(arm.teacher_s[1:]) if arm.teacher_s else None}
-    ratios = [c / p for c, p in zip(arms["cached"].times[1:], arms["plain"].times[1:])]
-    out["cached_over_plain"] = statistics.median(ratios)
-    out["ratios"] = ratios
+    if "cached" in arms and "plain" in arms:
+        ratios = [c / p for c, p in zip(arms["cached"].times[1:], arms["plain"].times[1:])]
+        cpu = [c / p for c, p in zip(arms["cached"].cpu[1:], arms["plain"].cpu[1:])]
+        out.update(cached_over_plain=statistics.median(ratios), ratios=ratios,
+                   cpu_cached_over_plain=statistics.median(cpu), cpu_ratios=cpu)
     if profile:
         out["profile"] = {arm: _profile(arms[arm]) for arm in ("cached", "plain")}
     return out

@@ -1,12 +1,14 @@
 """Latency only, MiniLM-L6 at 1x128 and 8x128 with the tokenizer's attention mask (real padding), interleaved in
 one process (medians): fp32, bf16, fp32 under our block-level torch.compile, our W8A16, our W8A8 as the default
 call gives it (``quantize_int8(model, mode="w8a8")``: eager kernels with fusions), W8A8 loaded back with
-``from_pretrained``, W8A8 block-compiled, and torch.ao's quantize_dynamic; plus the embedding cosine to fp32
-on the timed batch. The W8A8 matmul is the one :func:`hf_compress.methods.int8.kernels.w8a8_kernel` picks for
+``from_pretrained``, W8A8 block-compiled, torch.ao's quantize_dynamic and, with ``--ort`` (onnx and
+onnxruntime installed: ``make bench-int8``'s side venv), ONNX Runtime fp32 and ``quantize_dynamic`` int8
+(scripts/ort_baseline.py); plus the embedding cosine to fp32 on the timed batch. The W8A8 matmul is the one :func:`hf_compress.methods.int8.kernels.w8a8_kernel` picks for
 this CPU (printed; ``--kernel`` overrides). A few minutes; the full table with quality columns is
 ``make bench-int8``.
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_int8_latency.py [--repeats 15] [--threads 1] [--json]
+    HF_HUB_OFFLINE=1 PYTHONPATH=. /tmp/hf_compress_ortvenv/bin/python scripts/bench_int8_latency.py --ort
 """
 
 import argparse
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,13 +37,13 @@ def build(base: nn.Module, tmp: str, with_compile: bool = True) -> dict[str, nn.
     compiled_fp32 = copy.deepcopy(base)
     compile_int8(compiled_fp32)  # the same block-level compile as ours, without int8
     w8a8 = quantize_int8(copy.deepcopy(base), mode="w8a8")  # the default call
-    w8a8.save_pretrained(tmp)
+    w8a8.save_pretrained(f"{tmp}/w8a8")
     models = {
         "fp32": base,
         "bf16": copy.deepcopy(base).to(torch.bfloat16),
         "ours w8a16": quantize_int8(copy.deepcopy(base), mode="w8a16"),
         "ours w8a8 (default call)": w8a8,
-        "ours w8a8 (from_pretrained)": AutoModel.from_pretrained(tmp).eval(),
+        "ours w8a8 (from_pretrained)": AutoModel.from_pretrained(f"{tmp}/w8a8").eval(),
         "torch.ao quantize_dynamic": quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8),
     }
     if with_compile:
@@ -55,6 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--kernel", default="auto", choices=["auto", *W8A8_KERNELS], help="W8A8 matmul")
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled rows")
+    parser.add_argument("--ort", action="store_true", help="add ONNX Runtime fp32 and int8 rows")
     parser.add_argument("--json", action="store_true", help="print the medians as JSON too")
     args = parser.parse_args(argv)
     if args.threads:
@@ -66,6 +70,14 @@ def main(argv=None) -> int:
     texts = wiki_texts("heldout", n=16)
     with tempfile.TemporaryDirectory() as tmp:
         models = build(base, tmp, with_compile=not args.no_compile)
+        if args.ort:
+            from ort_baseline import OrtEncoder, export  # scripts/ is on sys.path when this file runs
+
+            example = dict(tokenizer(texts[:8], padding="max_length", truncation=True, max_length=128,
+                                     return_tensors="pt"))
+            fp32_onnx, int8_onnx = export(base, example, Path(tmp))
+            models["ORT fp32"] = OrtEncoder(fp32_onnx, torch.get_num_threads())
+            models["ORT quantize_dynamic int8"] = OrtEncoder(int8_onnx, torch.get_num_threads())
         results, cosine = {}, {}
         for rows in (1, 8):
             enc = tokenizer(texts[:rows], padding="max_length", truncation=True, max_length=128,

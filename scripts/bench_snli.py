@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import snli_data  # noqa: E402
 import snli_table  # noqa: E402
 import snli_train  # noqa: E402
+from hf_compress.arch import num_layers  # noqa: E402
 from hf_compress.evaluation import accuracy, native_bf16_cpu, report_path, write_report  # noqa: E402
 
 logger = logging.getLogger("bench_snli")
@@ -163,8 +164,8 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
         cache_folder, timing = snli_train.teacher_logits(teacher, teacher_dir, settings, student_tok, tokenizer)
         notes.append(f"logits student: trained from the teacher's logits over its {len(student_tok):,} pairs, "
                      f"cached once (`cache_teacher_outputs`, all 3 labels) in {timing['cpu_s'] / 60:.1f} "
-                     f"CPU-min ({timing['train_s']:.0f} s wall, not in its training time). The logits + "
-                     f"hidden student runs the live teacher.")
+                     f"CPU-min ({timing['train_s']:.0f} s wall, not in its training time)."
+                     + (" The logits + hidden student runs the live teacher." if "logits + hidden" in kinds else ""))
     for kind in kinds:
         student, folder, stats = snli_train.get_student(kind, teacher, settings, student_tok, tokenizer, cache_folder,
                                              model_name, cache_root)
@@ -175,7 +176,10 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
         logger.warning("%s: accuracy %.4f (%s)", name, rows[name]["acc"], folder.name)
     rows = {n: rows[n] for n in [teacher_name] + [f"student: {k}" for k in STUDENTS if k in kinds]}
     distilled = [k for k in ("logits + hidden", "logits") if k in kinds]
-    if distilled:
+    if distilled and args.skip_int8:
+        notes.append("int8 row left out (--skip-int8): w8a8 on a CPU without AVX512-VNNI runs torch._int_mm, "
+                     "20-37x slower than fp32 (README, int8); predicting the test set took ~15 s a batch of 128.")
+    elif distilled:
         start = time.perf_counter()
         int8 = quantize_int8(copy.deepcopy(models[f"student: {distilled[0]}"]), mode="w8a8")
         quant_s = time.perf_counter() - start
@@ -193,8 +197,10 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
 
 
 def header(settings: BenchSettings, model_name: str, n_test: int, argv: list[str], wall_s: float,
-           cpu_s: float, loads: tuple) -> str:
-    keep = settings.keep or f"{settings.student_layers} spread evenly"
+           cpu_s: float, loads: tuple, teacher_layers: int = 6) -> str:
+    from hf_compress.methods.layers.drop import spread_layers
+
+    keep = ", ".join(map(str, settings.keep or spread_layers(teacher_layers, settings.student_layers)))
     if settings.bf16:
         precision = "bf16 autocast" + ("" if settings.bf16_training else " (this CPU has native bf16)")
     else:
@@ -230,6 +236,7 @@ def parse_args(argv=None):
                    help="root of the teacher / student caches (default ~/.cache/hf_compress)")
     p.add_argument("--teacher-only", action="store_true", help="fine-tune and cache the teacher, then stop")
     p.add_argument("--skip-trl", action="store_true", help="leave out the TRL row")
+    p.add_argument("--skip-int8", action="store_true", help="leave out the int8 w8a8 row (slow without VNNI)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a BenchSettings field, e.g. --set temperature=4 --set student_keep=1,3,5")
     return p.parse_args(argv)
@@ -284,7 +291,7 @@ def main(argv=None) -> int:
                                train_tok.select(range(settings.pairs)), test_tok, tokenizer, labels,
                                model_name, cache_root)
     head = header(settings, model_name, len(labels), argv, time.perf_counter() - t_start,
-                  time.process_time() - cpu_start, (load_start, os.getloadavg()[0]))
+                  time.process_time() - cpu_start, (load_start, os.getloadavg()[0]), num_layers(teacher))
     table = snli_table.render(rows, notes, head)
     print(table)
     out = report_path(args.output, ROOT / "benchmarks" / "snli.md", smoke=args.quick or args.tiny)

@@ -78,6 +78,7 @@ def test_tiny_table_has_every_row_and_consistent_columns(tiny_run):
     assert all(v is None for v in table[ROWS[5]])  # TRL cannot take a classifier: explained, not measured
     assert "TRL row not measured:" in text
     assert "trained from the teacher's logits over its 192 pairs, cached once" in text
+    assert "teacher layers 0, 2, 3." in text  # 3 of the tiny teacher's 4, spread evenly
 
 
 def test_students_are_reused_from_their_cache(bench, tiny_run, tmp_path, monkeypatch):
@@ -90,9 +91,9 @@ def test_students_are_reused_from_their_cache(bench, tiny_run, tmp_path, monkeyp
     out = tmp_path / "again.md"
     # trained in another order: the students' cache key leaves `students` out, the table keeps its order
     assert bench.main(["--tiny", "--cache-dir", str(cache), "--output", str(out), "--set",
-                       "students=logits + hidden,no teacher,logits", "--skip-trl"]) == 0
+                       "students=logits + hidden,no teacher,logits", "--skip-trl", "--skip-int8"]) == 0
     again, first = _table(out.read_text()), _table(text)
-    assert list(again) == ROWS[:5]
+    assert list(again) == ROWS[:4] and "int8 row left out (--skip-int8)" in out.read_text()
     for row in ROWS[:4]:  # same accuracy, pairs, steps and training times (from the cache)
         assert again[row][4:] == first[row][4:]
 

@@ -86,22 +86,23 @@ def w8a8_kernel(device: str = "cpu") -> str:
 
 
 def _fbgemm_w8a8(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias) -> torch.Tensor:
-    """Per-token W8A8 through fbgemm (see :mod:`.fbgemm`): rows scaled to absmax 1, multiplied, scaled back.
-    One extra row [1, -1, 0, ...] pins fbgemm's per-tensor range to [-1, 1], so a token's output never
-    depends on the other tokens of the batch."""
+    """Per-token W8A8 through fbgemm (see :mod:`.fbgemm`): each row's [min, max] mapped onto [-1, 1], one pin
+    row [1, -1, 0, ...] so that fbgemm's per-tensor range is exactly [-1, 1] for every batch."""
     xf = x.float()
-    m = xf.shape[0]
-    s = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)  # (M, 1)
-    pin = torch.zeros(1, xf.shape[1], dtype=torch.float32, device=xf.device)
+    m, k = xf.shape
+    lo, hi = torch.aminmax(xf, dim=1, keepdim=True)  # (M, 1) each
+    half = ((hi - lo) * 0.5).clamp_min(1e-12)
+    mid = (hi + lo) * 0.5
+    pin = torch.zeros(1, k, dtype=torch.float32, device=xf.device)
     pin[0, 0], pin[0, -1] = 1.0, -1.0
     if torch.compiler.is_compiling() or (torch.is_grad_enabled() and xf.requires_grad):
-        rows = torch.cat([xf / s, pin])  # inductor fuses it; autograd cannot go through out=
+        rows = torch.cat([torch.addcmul(-mid / half, xf, 1.0 / half).clamp(-1.0, 1.0), pin])  # autograd: no out=
     else:
-        rows = torch.empty(m + 1, xf.shape[1], dtype=torch.float32, device=xf.device)
-        torch.div(xf, s, out=rows[:m])  # eager: one pass, no extra copy for the pin row
+        rows = torch.empty(m + 1, k, dtype=torch.float32, device=xf.device)
+        torch.addcmul(-mid / half, xf, 1.0 / half, out=rows[:m]).clamp_(-1.0, 1.0)  # eager: one pass + clamp
         rows[m:] = pin
-    y = fbgemm_mm(rows, w, w_scale)[:m]  # (M, N)
-    return y * s if bias is None else torch.addcmul(bias.float(), y, s)
+    y = fbgemm_mm(rows, half, mid, w, w_scale)  # (M, N)
+    return y if bias is None else y + bias.float()
 
 
 def _int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

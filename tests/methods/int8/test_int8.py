@@ -188,6 +188,11 @@ def test_compiled_kernels_match_eager(mode):
         for rows in (64, 1, 37):  # the row count is dynamic: one compile serves all
             x = torch.randn(rows, 48)
             ref = eager(x)
+            if mode == "w8a8" and w8a8_kernel() == "fbgemm":  # both within one 7-bit step of x w_hat^T, but
+                # inductor's last bits of the row mapping may round some activations the other way
+                step = x.abs().amax(1, keepdim=True) / 127 * eager.dequantize().abs().sum(1)[None, :]
+                assert ((compiled(x) - ref).abs() <= 2 * step + 1e-4).all()
+                continue
             tol = 1e-5 if mode == "w8a8" else 2**-7 * ref.abs().max().item()  # bf16 rounding may differ
             torch.testing.assert_close(compiled(x), ref, rtol=tol, atol=tol)
     # the compiled kernel ran: not an eager fallback (which would make this compare eager with eager)
