@@ -13,10 +13,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .core.modules import native_bf16_cpu  # noqa: F401  (re-exported: benchmarks pick fp32 with it)
 from .assets import wiki_texts  # the bundled corpus, split by the one held-out rule
 from .core.context import tokenize_batches  # shared with the stage context
 
@@ -175,15 +177,6 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, batches: Iterable[
             agree += int((s == t).sum())
             total += s.numel()
     return agree / max(total, 1)
-
-
-def native_bf16_cpu() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX tiles). Only there does bf16 autocast
-    speed up CPU training; elsewhere torch emulates bf16 (8x slower than fp32 for a 1024x1536x384 matmul on an
-    AVX2-only EPYC), so benchmarks use it to pick fp32."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(check()) for check in checks if callable(check))
 
 
 def report_path(output: str | Path | None, published: str | Path, smoke: bool) -> Path:

@@ -198,3 +198,23 @@ def test_compiled_kernels_match_eager(mode):
     # the compiled kernel ran: not an eager fallback (which would make this compare eager with eager)
     used = {k: v for k, v in kernel_status().items() if k[0] == mode and k[1:3] == (24, 48)}
     assert used and set(used.values()) == {"compiled"}
+
+
+@pytest.mark.parametrize("emulated", [True, False])
+def test_dense_w8a16_computes_in_fp32_where_bf16_is_emulated(monkeypatch, emulated):
+    """Above SMALL_M rows on a CPU without native bf16, W8A16 multiplies in fp32 (emulated bf16 is ~4x slower
+    there): exactly x @ dequant(W)^T + b in fp32; with native bf16 it stays a bf16 product."""
+    from hf_compress.methods.int8 import kernels
+
+    monkeypatch.setattr(kernels, "_emulated_bf16", lambda: emulated)
+    lin = _linear()
+    layer = Int8Linear.from_float(lin, "w8a16")
+    x = torch.randn(SMALL_M + 5, 48) * 3
+    w = layer.dequantize().float()
+    fp32 = torch.nn.functional.linear(x, w, lin.bias)
+    w16 = layer.weight.bfloat16() * layer.weight_scale.bfloat16()  # dequantized in bf16, as the kernel does
+    bf16 = (torch.nn.functional.linear(x.bfloat16(), w16) + lin.bias.bfloat16()).float()
+    out = layer(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, fp32 if emulated else bf16, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(fp32, bf16, rtol=1e-5, atol=1e-5)  # the two really differ at this tolerance
