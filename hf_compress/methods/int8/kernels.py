@@ -161,13 +161,18 @@ def w8a16_linear(
 ):
     """x (M, K) float, w int8 (N, K), w_scale (N, 1) -> act(x w^T + b) (M, N) in x's dtype, 16-bit math (fp32
     for an fp32 input above SMALL_M rows on a CPU without native bf16)."""
-    cdtype = x.dtype if x.dtype in _HALF else (torch.bfloat16 if x.device.type == "cpu" else torch.float16)
+    packed = int8pack_fits(x, w)
+    if x.dtype in _HALF:
+        cdtype = x.dtype
+    elif x.device.type != "cpu":
+        cdtype = torch.float16
+    elif packed or x.dtype != torch.float32 or not _emulated_bf16():
+        cdtype = torch.bfloat16  # the packed kernel is fast in bf16 even where bf16 is emulated (measured at M=4)
+    else:
+        cdtype = torch.float32  # dense product in fp32: ~4x faster than emulated bf16 on this kind of CPU
     xc = x.to(cdtype)
-    if int8pack_fits(xc, w):  # the packed kernel is fast in bf16 even where bf16 is emulated (measured at M=4)
+    if packed:
         y = torch.ops.aten._weight_int8pack_mm(xc.contiguous(), w, w_scale.reshape(-1).to(cdtype))  # (M, N)
-    elif x.dtype == torch.float32 and x.device.type == "cpu" and _emulated_bf16():
-        y = F.linear(x, w.float() * w_scale.float())  # (M, N): fp32 math, 4x faster than emulated bf16 here
-        cdtype = torch.float32
     else:
         y = F.linear(xc, w.to(cdtype) * w_scale.to(cdtype))  # (M, N)
     if bias is not None:
