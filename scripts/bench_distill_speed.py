@@ -9,11 +9,12 @@ speed: per pair, copies of the same student trained three ways in one process, t
 interleaved round by round (live DistillationTrainer, DistillationTrainer(teacher_cache=...), a plain
 transformers Trainer on the student's own loss; ``bench_distill_step.py``): medians over rounds, cache build
 time and bytes per token, the loss of live vs cached per step. kl: forward KL of the un-healed SmolLM2 student to its teacher, dense vs
-the top-k bucket loss at k in 8, 32, 128 (tau 1 and 2). memory: peak resident memory of one training step
-(forward + backward, above the resident model) with and without ``logit_chunk_size``, and of the same step
-without any logit loss (the loss memory is the difference), for a SmolLM2-shaped (V = 49,152) and a
-gemma-3-shaped (V = 262,144) model of depth 2 built from configs; each in its own process. Each run updates
-only its parts (the JSON beside the markdown keeps the others).
+the top-k bucket loss at k in 8, 32, 128 (tau 1 and 2). memory: peak resident memory of a training step with
+and without ``logit_chunk_size`` (``--chunks``), first step (no .grad, as in every Trainer step) and later
+steps (gradients kept), and of the same steps without any logit loss (the loss memory is the difference), for a
+SmolLM2-shaped (V = 49,152) and a gemma-3-shaped (V = 262,144) model of depth 2 built from configs, each in its
+own process (``bench_distill_memory.py``). Each run updates only its parts (the JSON beside the markdown keeps
+the others).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,87 +112,6 @@ def bench_kl(tiny: bool) -> list[dict]:
     return rows
 
 
-def _memory_step(cfg: dict, chunk) -> dict:
-    """Peak resident memory (VmHWM reset by clear_refs, minus VmRSS before) and time of one forward + backward
-    of a DistillationTrainer step at ``logit_chunk_size=chunk``; the median of 3 (gradients stay allocated).
-    ``chunk="none"``: the step without any logit loss (teacher and student bodies, a loss on the student's final
-    hidden states, no LM head): the baseline that the loss memory is measured above."""
-    import transformers
-
-    from hf_compress import DistillationArguments, DistillationTrainer
-
-    def status(key):
-        return int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
-
-    cfg = dict(cfg)
-    shape, _ = cfg.pop("shape"), cfg.pop("tokens")
-    config = getattr(transformers, cfg.pop("cls"))(**cfg)
-    torch.manual_seed(0)
-    teacher = transformers.AutoModelForCausalLM.from_config(config).eval()
-    student = transformers.AutoModelForCausalLM.from_config(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        args = DistillationArguments(output_dir=tmp, report_to="none", use_cpu=True, alpha_logits=1.0,
-                                     temperature=1.0, logit_chunk_size=0 if chunk == "none" else chunk)
-        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
-    ids = torch.randint(4, config.vocab_size, tuple(shape))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-
-    def no_logit_loss():
-        with torch.no_grad():
-            teacher.base_model(input_ids=ids, attention_mask=batch["attention_mask"])
-        out = student.base_model(input_ids=ids, attention_mask=batch["attention_mask"])
-        return out.last_hidden_state.float().pow(2).mean()
-
-    student.train()
-    times, peaks = [], []
-    for _ in range(3):
-        counts = trainer._window_counts([batch], reduce=False)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = status("VmRSS")
-        t0 = time.perf_counter()
-        loss = no_logit_loss() if chunk == "none" else trainer.compute_loss(student, batch, num_items_in_batch=counts)
-        loss.backward()
-        times.append(time.perf_counter() - t0)
-        peaks.append(status("VmHWM") - before)
-        del loss
-        student.zero_grad(set_to_none=False)
-    return {"peak_bytes": sorted(peaks)[1], "step_s": sorted(times)[1], "peaks": peaks, "times": times}
-
-
-def bench_memory(tiny: bool, tokens: int | None = None) -> list[dict]:
-    """Per model: the step without logit loss, unchunked, chunked (256 rows); loss memory = step - baseline."""
-    smol = dict(cls="LlamaConfig", vocab_size=49152, hidden_size=576, num_hidden_layers=2, num_attention_heads=9,
-                num_key_value_heads=3, head_dim=64, intermediate_size=1536, tie_word_embeddings=True,
-                shape=[2, 512], tokens=1024)
-    gemma = dict(cls="Gemma3TextConfig", vocab_size=262144, hidden_size=640, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=1, head_dim=256, intermediate_size=2048,
-                 sliding_window=512, shape=[1, tokens or 1024], tokens=tokens or 1024)
-    if tiny:
-        smol.update(vocab_size=512, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                    intermediate_size=64, shape=[2, 16], tokens=32)
-        gemma.update(vocab_size=1024, hidden_size=32, head_dim=8, intermediate_size=64, shape=[1, 16], tokens=16)
-    rows = []
-    for label, cfg in (("SmolLM2-shaped", smol), ("gemma-3-shaped", gemma)):
-        got = {}
-        for chunk in ("none", 0, 64 if tiny else 256):
-            if tiny:  # in-process: seconds
-                got[chunk] = _memory_step(cfg, chunk)
-            else:  # a fresh process per setting: no allocator state carried over
-                proc = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(cfg), str(chunk)],
-                                      capture_output=True, text=True, timeout=1800, check=False)
-                if proc.returncode != 0:
-                    raise RuntimeError(proc.stderr[-2000:])
-                got[chunk] = json.loads(proc.stdout.strip().splitlines()[-1])
-            got[chunk]["load"] = _uptime()
-        base = got.pop("none")
-        for chunk, r in got.items():
-            rows.append({"model": label, "vocab": cfg["vocab_size"], "tokens": cfg["tokens"], "chunk": chunk, **r,
-                         "loss_bytes": r["peak_bytes"] - base["peak_bytes"], "base_bytes": base["peak_bytes"],
-                         "base_s": base["step_s"]})
-    return rows
-
-
 NOTES = "<!-- notes: hand-written, kept when the tables are re-rendered -->"
 
 
@@ -236,15 +154,10 @@ def render(results: dict, notes: str = "") -> str:
         lines += ["", "At tau = 1 the k + 1 buckets are exact, so the gap is only the tail's lost detail; at tau = 2 "
                   "the tail is re-tempered as one token (see `losses.topk_buckets`).", ""]
     if "memory" in results:
-        lines += ["## Peak memory of one training step (forward + backward above the resident model)", "",
-                  "Loss memory = the step's peak minus the peak of the same step without any logit loss (teacher "
-                  "and student bodies, a loss on the final hidden states, no LM head).", "",
-                  "| model (2 layers) | vocabulary | tokens | logit_chunk_size | peak step memory | peak loss memory "
-                  "| step time | step without logit loss | load |", "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['vocab']:,} | {r['tokens']} | {r['chunk'] or 'off'} | "
-                  f"{r['peak_bytes'] / 2**20:,.0f} MiB | {r['loss_bytes'] / 2**20:,.0f} MiB | {r['step_s']:.2f} s | "
-                  f"{r['base_bytes'] / 2**20:,.0f} MiB, {r['base_s']:.2f} s | {r['load']} |" for r in results["memory"]]
-        lines.append("")
+        from bench_distill_memory import __doc__ as how, render_rows
+
+        lines += ["## Peak memory of one training step (forward + backward above what was resident before it)", "",
+                  how.split("\n\n", 2)[2].strip(), "", *render_rows(results["memory"]), ""]
     if notes:
         lines += [NOTES, notes.strip(), ""]
     return "\n".join(lines)
@@ -261,12 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--arms", default="live,cached,plain", help="speed: which arms (cached and plain at least)")
     p.add_argument("--profile", action="store_true", help="speed: torch.profiler tables of a cached / plain step")
     p.add_argument("--tokens", type=int, help="tokens of the gemma-3-shaped memory step (default 1024)")
-    p.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--chunks", default="256", help="memory: logit_chunk_size values measured (comma-separated)")
     args = p.parse_args(argv)
-    if args.memory_child:
-        chunk = args.memory_child[1]
-        print(json.dumps(_memory_step(json.loads(args.memory_child[0]), chunk if chunk == "none" else int(chunk))))
-        return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     parts = args.parts.split(",")
     out = Path(args.output or (os.path.join(tempfile.mkdtemp(), "distill_speed.md") if args.tiny
@@ -287,7 +196,10 @@ def main(argv=None) -> int:
             elif part == "kl":
                 results["kl"] = bench_kl(args.tiny)
             else:
-                results["memory"] = bench_memory(args.tiny, args.tokens)
+                from bench_distill_memory import bench_memory
+
+                results["memory"] = bench_memory(args.tiny, args.tokens, [int(c) for c in args.chunks.split(",")],
+                                                 _uptime)
             run["load_after"] = _uptime()
             results.setdefault("runs", {})[part + ("" if part != "speed" else " " + args.pairs)] = run
     out.write_text(render(results, notes) + "\n")

@@ -40,6 +40,10 @@ class MethodSpec:
     card_tag: str | None = None  # tag on the model card
     base_model_relation: str | None = None  # card relation it implies ("quantized"); default "finetune"
     recipe_check: Callable[[Any, str], str | None] | None = None  # (cfg, task) -> error or None
+    # (model, cfg) -> (params, bytes_low, bytes_high): how the stage would change the model's parameter count and
+    # bytes (a range where calibration decides), counted without running it (the planner sizes candidates
+    # with it); None: the planner runs the stage on a copy of the candidate's shape and counts
+    predict_size: Callable[[Any, Any], tuple[int, int, int]] | None = None
     summary: str = ""
 
     def __post_init__(self):

@@ -79,6 +79,7 @@ class ChunkedHeadLoss(torch.autograd.Function):
                 if want_b:
                     grad_b += dz.float().sum(0)
             sums += terms.detach().float()
+            del dz, terms  # before the next chunk's logits: else two chunks' (n, V) buffers coexist at the peak
         # kept as attributes, not saved tensors: backward hands them on with no other reference (no copy)
         ctx.grads = [grad_h, None if ctx.into_grad else grad_w, grad_b]
         ctx.wants = (want_h, want_w and not ctx.into_grad, want_b)
@@ -127,6 +128,7 @@ def chunked_head_loss(hidden, weight, bias, coeffs, chunk_rows: int, softcap, ro
             got = row_terms(logits, lo, hi, want_grad=False) if getattr(row_terms, "fused", False) else \
                 row_terms(logits, lo, hi)
             sums += (got[0] if isinstance(got, tuple) else got).float()
+            del logits, got  # one chunk's logits at a time
     return (sums * coeffs.to(sums)).sum(), sums
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from .space import Candidate
 from .targets import Target
 
-__all__ = ["heal_fields", "pick", "final_stages", "summary"]
+__all__ = ["heal_fields", "pick", "best_sized", "final_stages", "summary", "NOT_MEASURED"]
+
+NOT_MEASURED = "not measured (no candidate could be scored within the budget)"
 
 
 def heal_fields(task: str, max_length: int, distill: dict | None) -> dict:
@@ -48,6 +50,34 @@ def pick(shortlist: list[dict], live: list[dict], target: Target, max_drop: floa
     row = max(healed or shortlist, key=lambda r: (target.goodness(r), r.get("quality") or 0.0, r["key"]))
     return row, False, (f"no candidate of {len(live)} meets {target}; best found {row['key']}: "
                         f"{target.miss(row)}")
+
+
+def best_sized(candidates: list[dict], rows: list[dict], target: Target, minutes) -> tuple[dict, str]:
+    """``(row, message)`` when no candidate could be scored in time: of the sized ``candidates``, the one
+    closest to the target among those meeting it on their numbers, else the one furthest along the target's
+    axis (for a speed target whose latencies were not measured either: the fewest parameters). The row is
+    marked :data:`NOT_MEASURED`: its quality is unknown."""
+    from ..errors import HfCompressError
+
+    sized = [r for r in candidates if r.get("params") is not None]
+    if not sized:
+        raise HfCompressError(f"no candidate could even be sized for target {target}: " +
+                              "; ".join(sorted({r.get('status', '') for r in rows}))[:300])
+    meeting = [r for r in sized if target.meets(r)]
+    if meeting:
+        row = min(meeting, key=lambda r: (target.goodness(r), r["key"]))
+    elif any(target.metric in r for r in sized):
+        row = max(sized, key=lambda r: (target.goodness(r), r["key"]))
+    else:
+        row = min(sized, key=lambda r: (r["params"], r["key"]))
+    reasons = sorted({r["status"] for r in rows if r.get("status")})
+    row["status"] = NOT_MEASURED
+    budget = f"within the {minutes:g}-minute budget" if minutes else "(every surgery failed)"
+    numbers = target.miss(row) or f"{target.key} {row[target.metric]:.3g} on its predicted numbers" \
+        if target.metric in row else f"its {target.key} was not measured either"
+    return row, (f"no candidate could be scored for target {target} {budget}; wrote the best-sized candidate "
+                 f"{row['key']} ({row.get('summary') or 'base'}), not measured: its quality is unknown and "
+                 f"{numbers} (" + "; ".join(reasons)[:300] + ")")
 
 
 def final_stages(cand: Candidate, base_layers: int, dropped, fields: dict, distill_steps: int,

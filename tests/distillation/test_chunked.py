@@ -132,3 +132,65 @@ def test_accumulation_window_uses_the_in_place_head_gradient(tmp_path, monkeypat
     teacher, student = make_models("llama")
     _grads(tmp_path, student, make_dataset("llama"), 5, 4, 2, source={"teacher_model": teacher})
     assert seen == [False, True]  # micro-batch 1: no .grad yet (buffer); micro-batch 2: added in place
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_one_chunk_of_logit_buffers_at_a_time(grad, monkeypatch):
+    """A chunk's logits and logit gradient are freed before the next chunk's logits are made (the peak holds one
+    chunk's (n, V) buffers, not two)."""
+    import types
+    import weakref
+
+    from hf_compress.distillation import chunked
+
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(10, 8, generator=g, requires_grad=grad)
+    w = torch.randn(30, 8, generator=g, requires_grad=grad)
+    alive = []
+
+    def linear(x, *rest):
+        assert all(r() is None for r in alive), "an earlier chunk's (n, V) buffer is alive when the next is made"
+        return torch.nn.functional.linear(x, *rest)
+
+    monkeypatch.setattr(chunked, "F", types.SimpleNamespace(linear=linear))
+
+    def terms(logits, lo, hi, want_grad=True):
+        dz = torch.softmax(logits, 1) if want_grad else None
+        alive.extend(weakref.ref(x) for x in (logits, dz) if x is not None)
+        return logits.logsumexp(1).sum()[None], dz
+
+    terms.fused = True
+    loss, _ = chunked.chunked_head_loss(h, w, None, torch.tensor([1.0]), 3, None, terms)
+    if grad:
+        loss.backward()
+        torch.testing.assert_close(w.grad, torch.softmax(h @ w.t(), 1).t() @ h, rtol=1e-5, atol=1e-6)
+
+
+def test_steps_after_zero_grad_set_to_none_equal_the_dense_steps(tmp_path, monkeypatch):
+    """transformers' Trainer zeroes with set_to_none=True: every optimizer step starts with the head's .grad None
+    (the buffer path), later micro-batches of a window add in place; three steps of updates stay equal to dense."""
+    from hf_compress.distillation import chunked
+
+    seen = []
+    real = chunked.ChunkedHeadLoss.forward
+
+    def spy(ctx, hidden, weight, *rest):
+        seen.append(weight.grad is None)
+        return real(ctx, hidden, weight, *rest)
+
+    monkeypatch.setattr(chunked.ChunkedHeadLoss, "forward", staticmethod(spy))
+    teacher, student = make_models("llama")
+    ds = make_dataset("llama")
+    runs = {}
+    for chunk in (0, 5):
+        args = make_args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=3,
+                         max_grad_norm=0.0, logit_chunk_size=chunk)
+        trainer = DistillationTrainer(model=copy.deepcopy(student), args=args, train_dataset=ds, teacher_model=teacher)
+        cap = GradCapture(trainer)
+        trainer.add_callback(cap)
+        trainer.train()
+        runs[chunk] = cap.grads
+    assert seen == [True, False] * 3  # each step: micro-batch 1 with .grad None, micro-batch 2 in place
+    for step, (dense, got) in enumerate(zip(runs[0], runs[5])):
+        for name, g in dense.items():
+            torch.testing.assert_close(got[name], g, rtol=1e-5, atol=1e-6, msg=f"step {step}: {name}")

@@ -23,4 +23,5 @@ def test_tiny_run_writes_every_table_and_never_the_published_file(tmp_path):
     assert {r["pair"] for r in results["speed"]} == {"minilm", "smollm2"}
     assert all(len(r["arms"]["live"]["losses"]) == 3 for r in results["speed"])
     assert all(r["rel_error"] >= 0 for r in results["kl"]) and len(results["memory"]) == 4
+    assert all(isinstance(r[f"{kind}_loss_bytes"], int) for r in results["memory"] for kind in ("first", "later"))
     assert (published.read_text() if published.exists() else None) == before

@@ -3,13 +3,14 @@ kernels, the compressed-tensors file format and its ``from_pretrained`` loader."
 
 from ...core.registry import MethodSpec, register
 from .config import QuantizeInt8Config
-from .stage import quantize_int8_stage
+from .stage import quantize_int8_size, quantize_int8_stage
 
 register(
     MethodSpec(
         name="quantize_int8",
         config_cls=QuantizeInt8Config,
         handler=quantize_int8_stage,
+        predict_size=quantize_int8_size,
         needs_data=lambda cfg: cfg.needs_calibration,
         shrinks=False,
         terminal=True,
