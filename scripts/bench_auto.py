@@ -55,6 +55,7 @@ def run(name: str, model: str, target: str, task: str, space: dict | None, args,
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", choices=["minilm", "smollm2"])
+    p.add_argument("--target", help="default: speedup=5 (minilm), params=0.75 (smollm2)")
     p.add_argument("--out", help="JSON results (default: a temporary file)")
     p.add_argument("--output-root", default="out/bench-auto")
     p.add_argument("--minutes", type=float, default=12.0)
@@ -67,13 +68,15 @@ def main(argv=None) -> None:
     out = args.out = args.out or tempfile.mkstemp(prefix="bench-auto-", suffix=".json")[1]
     results = []
     if args.model == "minilm":
-        results.append(run("minilm-speedup5", "minilm", "speedup=5", "feature-extraction", None, args,
+        target = args.target or "speedup=5"  # the outside probes: scripts/compare_models.py on the written folder
+        results.append(run(f"minilm-{target.replace('=', '')}", "minilm", target, "feature-extraction", None, args,
                            max_samples=4800, distill_steps=args.distill_steps, distill=DEMO_DISTILL, eval_samples=256,
-                           evaluate=["size", "latency", "teacher_agreement", "topic_probe"]))
+                           evaluate=["size", "latency", "teacher_agreement"]))
     else:
         spaces = {"auto": None, **(SINGLE if args.single else {})}
+        target = args.target or "params=0.75"
         for label, space in spaces.items():
-            results.append(run(f"smollm2-params0.75-{label}", "smollm2", "params=0.75", "causal-lm", space, args,
+            results.append(run(f"smollm2-{target.replace('=', '')}-{label}", "smollm2", target, "causal-lm", space, args,
                                max_samples=2000, distill_steps=args.distill_steps, eval_samples=64,
                                distill={"batch_size": 8, "max_length": 128}, eval_max_length=128))
             with open(out, "w", encoding="utf-8") as fh:

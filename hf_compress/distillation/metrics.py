@@ -25,12 +25,20 @@ __all__ = ["DistillationEvalMixin", "EvalSums"]
 
 logger = logging.getLogger(__name__)
 
-_KEYS = ("kd", "hidden", "task", "n_logits", "n_hidden", "n_task", "s_nll", "t_nll", "n_nll", "t_missing",
-         "s_correct", "t_correct", "agree", "n_examples")
+_KEYS = ("kd", "hidden", "task", "embedding", "n_logits", "n_hidden", "n_task", "n_sequences", "s_nll", "t_nll",
+         "n_nll", "t_missing", "s_correct", "t_correct", "agree", "n_examples")
 
 
-def _weighted(args, kd: float, hidden: float, task: float) -> float:
-    return args.alpha_logits * kd + args.alpha_hidden * hidden + args.alpha_task * task
+_TERMS = ("kd", "hidden", "task", "embedding")  # each term and its count key below
+_COUNTS = ("n_logits", "n_hidden", "n_task", "n_sequences")
+
+
+def _alphas(args) -> tuple[float, ...]:
+    return args.alpha_logits, args.alpha_hidden, args.alpha_task, args.alpha_embedding
+
+
+def _weighted(args, parts: dict) -> float:
+    return sum(alpha * parts[term] for term, alpha in zip(_TERMS, _alphas(args)))
 
 
 class EvalSums:
@@ -45,9 +53,9 @@ class EvalSums:
         """Adds one batch; returns that batch's weighted loss (what the stock loop averages, then we replace)."""
         s = self.sums
         logit_mask, hidden_mask, n_task = item_masks(inputs, trainer.task)
-        batch = {"kd": float(terms["kd"]), "hidden": float(terms["hidden"]), "task": float(terms["task"])}
-        counts = (float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task))
-        for key, n, name in zip(("kd", "hidden", "task"), counts, ("n_logits", "n_hidden", "n_task")):
+        batch = {key: float(terms[key]) for key in _TERMS}
+        counts = (float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task), float(hidden_mask.any(1).sum()))
+        for key, n, name in zip(_TERMS, counts, _COUNTS):
             s[key] += batch[key]
             s[name] += n
         labels = inputs.get("labels")
@@ -73,10 +81,10 @@ class EvalSums:
                 s["t_correct"] += float((t_pred == labels).sum()) if t_pred is not None else 0.0
         if not self.teacher:
             return batch["task"] / max(counts[2], 1.0)  # only for what the stock loop averages: replaced
-        return _weighted(trainer.args, *(batch[k] / max(n, 1.0) for k, n in zip(("kd", "hidden", "task"), counts)))
+        return _weighted(trainer.args, {k: batch[k] / max(n, 1.0) for k, n in zip(_TERMS, counts)})
 
     def metrics(self, trainer, prefix: str = "eval") -> dict[str, float]:
-        """``{prefix}_loss`` (the weighted mix), ``{prefix}_loss_kd|hidden|task`` (unweighted, for the terms whose
+        """``{prefix}_loss`` (the weighted mix), ``{prefix}_loss_kd|hidden|task|embedding`` (unweighted, for the terms whose
         alpha is > 0), ``{prefix}_student_perplexity`` / ``_teacher_perplexity`` (causal LMs: exp of the mean
         next-token NLL over label tokens, or attended tokens without labels) and ``{prefix}_accuracy`` /
         ``_teacher_accuracy`` / ``_teacher_agreement`` (sequence classifiers). Every process must call it."""
@@ -85,11 +93,9 @@ class EvalSums:
             totals = trainer.accelerator.reduce(totals.to(trainer.args.device), "sum").cpu()
         s = dict(zip(_KEYS, totals.tolist()))
         a, p = trainer.args, prefix
-        parts = {"kd": s["kd"] / max(s["n_logits"], 1), "hidden": s["hidden"] / max(s["n_hidden"], 1),
-                 "task": s["task"] / max(s["n_task"], 1)}
+        parts = {term: s[term] / max(s[n], 1) for term, n in zip(_TERMS, _COUNTS)}
         if self.teacher:
-            metrics = {f"{p}_loss": _weighted(a, parts["kd"], parts["hidden"], parts["task"])}
-            alphas = (("kd", a.alpha_logits), ("hidden", a.alpha_hidden), ("task", a.alpha_task))
+            metrics, alphas = {f"{p}_loss": _weighted(a, parts)}, zip(_TERMS, _alphas(a))
         else:  # no teacher outputs for these rows: the student's own task loss, as a plain Trainer reports it
             metrics, alphas = ({f"{p}_loss": parts["task"]}, (("task", 1.0),)) if s["n_task"] else ({}, ())
         for term, alpha in alphas:
@@ -139,7 +145,7 @@ def _outputs_for_metrics(trainer, outputs, ignore_keys, asked_hidden: bool):
 
 class DistillationEvalMixin:
     """``prediction_step`` / ``evaluation_loop`` of :class:`~hf_compress.DistillationTrainer` (see the module
-    docstring). Needs the trainer's ``_terms``, ``layer_pairs``, ``causal`` and ``task``."""
+    docstring). Needs the trainer's ``_terms``, ``layer_pairs``, ``embedding_pair``, ``causal`` and ``task``."""
 
     _eval_sums: EvalSums | None = None
 
@@ -165,7 +171,8 @@ class DistillationEvalMixin:
         if has_labels:
             labels = tuple(inputs[k].detach() for k in names)
             labels = labels[0] if len(labels) == 1 else labels
-        return loss, _outputs_for_metrics(self, terms["student"], ignore_keys, bool(self.layer_pairs)), labels
+        asked_hidden = bool(self.layer_pairs) or self.embedding_pair is not None
+        return loss, _outputs_for_metrics(self, terms["student"], ignore_keys, asked_hidden), labels
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix: str = "eval"):

@@ -19,17 +19,26 @@ from tqdm.auto import tqdm
 from .space import INT8_MODES, Candidate
 from .targets import Target
 
-__all__ = ["size_phase", "speed_phase", "ALWAYS", "FAILS", "clock"]
+__all__ = ["size_phase", "speed_phase", "deadlines", "ALWAYS", "FAILS", "SHARES", "clock"]
 
 logger = logging.getLogger(__name__)
 FAILS = (ValueError, RuntimeError, NotImplementedError, TypeError)
 ALWAYS = 2  # the smallest float shapes measured for latency whatever the budget
 clock = time.perf_counter  # tests replace it to run past a budget without waiting
+# the part of --minutes by the end of which each phase stops: sizes and latencies, then the KL proxies; the
+# short heal of the top few and the latency of the pick on its own shape come after (they are not cut short)
+SHARES = {"measure": 0.55, "proxy": 0.9}
+
+
+def deadlines(start: float, minutes: float | None) -> dict[str, float]:
+    """Clock readings by which each phase of :data:`SHARES` stops (infinite without a budget)."""
+    return {k: start + 60 * minutes * share if minutes else math.inf for k, share in SHARES.items()}
 
 
 def size_phase(cands: list[Candidate], rows: dict, cost, base_layers: int, deadline: float, notes: list,
-               progress: bool) -> list[Candidate]:
-    """Size every candidate (``rows[key]`` updated) until the deadline; the candidates sized."""
+               progress: bool, slog) -> list[Candidate]:
+    """Size every candidate (``rows[key]`` updated) until the deadline, reading and writing the search log
+    ``slog``; the candidates sized."""
     smallest = min((c.structure for c in cands), key=lambda s: (s[0], -s[2], -s[1]))
     first = {(base_layers, 0.0, 0.0), smallest}
     order = sorted(cands, key=lambda c: (c.structure not in first, c.structure != (base_layers, 0.0, 0.0),
@@ -37,18 +46,21 @@ def size_phase(cands: list[Candidate], rows: dict, cost, base_layers: int, deadl
     failed: dict[tuple, str] = {}
     for cand in tqdm(order, desc="auto: size of every candidate", disable=not progress, leave=False):
         row = rows[cand.key]
-        if cand.structure in failed:
+        if cand.key in slog.sizes:
+            row.update(slog.sizes[cand.key])
+        elif cand.structure in failed:
             row["status"] = failed[cand.structure]
         elif clock() > deadline and cand.structure not in first:
             row["status"] = "not sized (time budget)"
         else:
             try:
-                row.update(cost.size(cand))
+                slog.put("size", cand.key, cost.size(cand))
             except FAILS as exc:
-                row["status"] = f"cannot be built: {str(exc).splitlines()[0]}"
-                if cand.int8 is None:
-                    failed[cand.structure] = row["status"]
-                logger.debug("auto: %s %s", cand.key, row["status"])
+                slog.put("size", cand.key, {"status": f"cannot be built: {str(exc).splitlines()[0]}"})
+                logger.debug("auto: %s %s", cand.key, slog.sizes[cand.key]["status"])
+            row.update(slog.sizes[cand.key])
+        if cand.int8 is None and "status" in row and not row["status"].endswith("(time budget)"):
+            failed[cand.structure] = row["status"]
     for reason in sorted({r["status"] for r in rows.values() if "status" in r}):
         count = sum(1 for r in rows.values() if r.get("status") == reason)
         notes.append(f"{count} candidates {reason}")

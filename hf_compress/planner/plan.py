@@ -107,12 +107,14 @@ def format_frontier(rows: list[dict], target: Target, chosen: str | None = None)
 
 
 class SearchLog:
-    """Append-only JSON-lines log of what was measured: a ``header`` (what the numbers depend on), shape
-    ``latency`` lines, ``candidate`` lines (size, proxy) and ``healed`` lines. A search started with the same
+    """Append-only JSON-lines log of what was measured: a ``header`` (what the numbers depend on), ``size``
+    lines (or why a candidate cannot be built), shape ``latency`` lines, ``candidate`` lines (proxy) and
+    ``healed`` lines. A search started with the same
     log file reads them back and measures only what is missing."""
 
     def __init__(self, path: str | Path | None, fingerprint: dict):
         self.path = Path(path) if path is not None else None
+        self.sizes: dict[str, dict] = {}
         self.latency: dict[str, dict] = {}
         self.candidates: dict[str, dict] = {}
         self.healed: dict[str, dict] = {}
@@ -133,7 +135,8 @@ class SearchLog:
                 f"({header}); pass another --log or delete it"
             )
         for line in lines[1:]:
-            table = {"latency": self.latency, "candidate": self.candidates, "healed": self.healed}[line["kind"]]
+            table = {"size": self.sizes, "latency": self.latency, "candidate": self.candidates,
+                     "healed": self.healed}[line["kind"]]
             table[line["key"]] = line["value"]
 
     def _append(self, line: dict) -> None:
@@ -142,5 +145,5 @@ class SearchLog:
                 fh.write(json.dumps(line, default=float) + "\n")
 
     def put(self, kind: str, key: str, value: dict) -> None:
-        getattr(self, {"candidate": "candidates"}.get(kind, kind))[key] = value
+        getattr(self, {"candidate": "candidates", "size": "sizes"}.get(kind, kind))[key] = value
         self._append({"kind": kind, "key": key, "value": value})

@@ -3,11 +3,12 @@
     >>> plan = plan_compression(model, texts, tokenizer=tok, target="speedup=4", task="feature-extraction")
     >>> plan.stages, plan.predicted["speedup"], plan.met
 
-1. size of every candidate, exactly, on random weights of its shape (:mod:`.cost`);
+1. size of every candidate, exactly, from its float shape on random weights (int8 by its byte rule; :mod:`.cost`);
 2. latency of the shapes a speed target needs, measured side by side with the base and cached per shape
-   (an int8 mode measured slower than float on the base shape, or a shape that even with the best int8 gain
-   seen cannot reach the target, is not measured);
-3. the KL proxy (:mod:`.quality`) of every candidate that meets the target, after surgery, no training;
+   (an int8 mode measured slower than float on the base shape is left out; int8 shapes are estimated from
+   their float shape until shortlisted); 1 and 2 stop at 55% of ``minutes``, except for the base shape and
+   the smallest ones (:mod:`.phases`);
+3. (until 90% of ``minutes``) the KL proxy (:mod:`.quality`) of every candidate that meets the target, after surgery, no training;
 4. a short distillation of the ``top_k`` by proxy, then their quality on held-out texts;
 5. the pick: the best healed quality meeting the target, or with ``max_drop`` the fastest / smallest within
    the drop. When nothing meets the target the best found is returned with ``met=False`` and the miss.
@@ -101,7 +102,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     from ..evaluation import model_bytes, tokenize_batches
 
     start = phases.clock()
-    deadline = start + 60 * minutes if minutes else math.inf
+    deadline = phases.deadlines(start, minutes)
     model.eval()
     original = teacher if teacher is not None else model
     base_layers = arch.num_layers(model)
@@ -126,9 +127,9 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
 
     for cand in cands:
         rows[cand.key] = {"key": cand.key, "summary": summary(cand, base_layers), **cand.to_dict()}
-    live = size_phase(cands, rows, cost, base_layers, deadline, notes, progress)
+    live = size_phase(cands, rows, cost, base_layers, deadline["measure"], notes, progress, slog)
     if target.is_speed:
-        live = speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_drop, progress,
+        live = speed_phase(live, rows, latency, target, base_layers, notes, deadline["measure"], max_drop, progress,
                             logged=lambda c: c.shape_key in slog.latency)
     for cand in live:
         rows[cand.key]["meets"] = target.meets(rows[cand.key])
@@ -147,7 +148,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
         row = rows[cand.key]
         if cand.key in slog.candidates:
             row.update(slog.candidates[cand.key])
-        elif phases.clock() > deadline:
+        elif phases.clock() > deadline["proxy"]:
             row["status"] = "not scored (time budget)"
             continue
         else:

@@ -152,7 +152,7 @@ def test_a_resumed_search_with_no_time_left_reads_everything_from_its_log(tmp_pa
     log = tmp_path / "log.jsonl"
     first = plan(log=log)
     again = plan(log=log, latency_fn=never_called, minutes=1e-6)
-    assert again.stages == first.stages and again.predicted == first.predicted
+    assert comparable(again) == comparable(first)  # sizes too: the size phase reads them from the log
 
 
 def test_float_fallback_candidate_leaves_one_projection_per_block_in_float():
