@@ -78,19 +78,6 @@ def compress(kind: str, teacher, calib: list[dict], s: HealSettings):
 
 
 # --------------------------------------------------------------------------------------------- healing
-def cache_teacher(teacher, tokenizer, s: HealSettings, blocks: torch.Tensor, folder: Path) -> dict:
-    """The teacher's top-k logits over the training blocks, written once to ``folder`` (shared by every
-    compression: the blocks are the same); its cost is reported beside the distillation rows."""
-    import datasets
-
-    from hf_compress import cache_teacher_outputs
-
-    wall, cpu = time.perf_counter(), time.process_time()
-    cache_teacher_outputs(teacher, datasets.Dataset.from_dict({"input_ids": blocks.tolist()}), str(folder),
-                          top_k=s.top_k, max_length=s.seq_len, batch_size=s.batch_size, tokenizer=tokenizer)
-    return {"cache_wall_s": time.perf_counter() - wall, "cache_cpu_s": time.process_time() - cpu}
-
-
 def heal(kind: str, student, teacher, s: HealSettings, blocks: torch.Tensor, work: Path,
          cache: Path | None = None) -> dict:
     """Train ``student`` in place for ``s.steps`` steps: ``kind`` is "distill" (from ``cache`` when given,
@@ -137,19 +124,6 @@ def quantized(model, mode: str, calib: list[dict]):
 
 
 # ------------------------------------------------------------------------------------------------ main
-def setup(s: HealSettings, tiny: bool):
-    if tiny:
-        teacher, tokenizer, corpora = heal_data.tiny_setup(s.seed)
-        return teacher, tokenizer, corpora, "tiny Llama (8 layers, hidden 64)"
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from hf_compress import get_asset
-
-    folder = get_asset("smollm2")
-    teacher = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    return teacher, AutoTokenizer.from_pretrained(folder), heal_data.real_corpora(s.seed), "SmolLM2-135M-Instruct"
-
-
 def evaluate(model, tokenizer, corpora, s: HealSettings) -> dict[str, float]:
     from hf_compress.evaluation import perplexity, texts_for_tokens
 
@@ -160,7 +134,7 @@ def evaluate(model, tokenizer, corpora, s: HealSettings) -> dict[str, float]:
 
 def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
     """Every row of the table (dicts), notes, and the model's name."""
-    teacher, tokenizer, corpora, model_name = setup(s, tiny)
+    teacher, tokenizer, corpora, model_name = heal_data.setup(s, tiny)
     device = torch.device(s.device)
     teacher.to(device)
     n_quant = s.quant_batches * s.batch_size
@@ -177,9 +151,9 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
     notes = []
     with tempfile.TemporaryDirectory(prefix="bench-heal-") as tmp:
         cache = None
-        if s.teacher_cache:
-            cache = Path(tmp) / "teacher-cache"
-            cost = cache_teacher(teacher, tokenizer, s, train_blocks, cache)
+        if s.teacher_cache and s.distill:
+            cache = Path(s.cache_dir) if s.cache_dir else Path(tmp) / "teacher-cache"
+            cost = heal_data.cache_teacher(teacher, tokenizer, s, train_blocks, cache)
             notes.append(f"teacher cache: top-{s.top_k} logits of the {len(train_blocks)} training blocks written "
                          f"once in {cost['cache_cpu_s'] / 60:.1f} CPU-min ({cost['cache_wall_s'] / 60:.1f} wall-min), "
                          f"shared by every compression's distillation arm and not counted in its train columns")
@@ -200,8 +174,9 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
                 rows.append(dict(compression=kind, model=label, module=student, **stats,
                                  ppl=evaluate(student, tokenizer, corpora, s)))
                 logger.warning("row %s", json.dumps({k: v for k, v in rows[-1].items() if k != "module"}))
-            distilled = next(r["module"] for r in rows if r["compression"] == kind and r["model"] == "healed: distillation")
-            if s.quantize:
+            distilled = next((r["module"] for r in rows if r["compression"] == kind
+                              and r["model"] == "healed: distillation"), None)
+            if s.quantize and distilled is not None:
                 for mode in ("w8a16", "w8a8" if s.w8a8 == "smoothquant+gptq" else "w8a8-rtn"):
                     start = time.perf_counter()
                     q = quantized(distilled, mode, calib)
@@ -228,6 +203,11 @@ def parse_args(argv=None):
     p.add_argument("--json", action="store_true", help="print the rows as JSON to stdout")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a HealSettings field, e.g. --set steps=200")
+    p.add_argument("--cache-only", action="store_true", help="only write the teacher cache to --set cache_dir=DIR")
+    p.add_argument("--rows-json", help="also write the run (rows, notes, settings) as JSON here, for --merge")
+    p.add_argument("--merge", nargs="+", metavar="RUN.json",
+                   help="render one table from runs of the same budget written with --rows-json (e.g. the "
+                        "distillation and the fine-tuning arms run on two cores at once); trains nothing")
     args = p.parse_args(argv)
     if args.preset and args.device and (args.preset == "gpu") != (args.device == "cuda"):
         p.error(f"--preset {args.preset} and --device {args.device} disagree; drop one")
@@ -257,13 +237,40 @@ def main(argv=None) -> int:
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench_heal: `device` cuda was asked but torch sees no CUDA device; use --device cpu")
     out = output_path(args, settings)
+    if args.merge:
+        try:
+            rows, notes, settings, model_name, context = heal_table.merge_runs(args.merge)
+        except ValueError as exc:
+            raise SystemExit(f"bench_heal: {exc}") from None
+        return _publish(args, out, rows, notes, settings, model_name, context)
+    if args.cache_only:
+        return _cache_only(settings, args.tiny)
     started, load_before, wall = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg(), time.perf_counter()
-    from hf_compress.evaluation import write_report
-
     rows, notes, model_name = run(settings, args.tiny)
     context = dict(started=started, load_before=load_before, load_after=os.getloadavg(),
                    wall_s=time.perf_counter() - wall, threads=torch.get_num_threads(),
                    command=" ".join(["python scripts/bench_heal.py", *(argv if argv is not None else sys.argv[1:])]))
+    if args.rows_json:
+        heal_table.dump_run(args.rows_json, rows, notes, settings, model_name, context)
+    return _publish(args, out, rows, notes, settings, model_name, context)
+
+
+def _cache_only(s: HealSettings, tiny: bool) -> int:
+    """``--cache-only``: the teacher cache of this budget's training blocks, written to ``cache_dir``."""
+    if not s.cache_dir:
+        raise SystemExit("bench_heal: --cache-only needs a folder: add --set cache_dir=DIR")
+    teacher, tokenizer, corpora, _ = heal_data.setup(s, tiny)
+    blocks = heal_data.training_blocks(tokenizer, corpora, s.steps * s.batch_size + s.quant_batches * s.batch_size,
+                                       s.seq_len)[: s.steps * s.batch_size]
+    cost = heal_data.cache_teacher(teacher.to(s.device), tokenizer, s, blocks, Path(s.cache_dir))
+    logger.warning("teacher cache in %s: %.1f CPU-min (%.1f wall-min)", s.cache_dir, cost["cache_cpu_s"] / 60,
+                   cost["cache_wall_s"] / 60)
+    return 0
+
+
+def _publish(args, out: Path, rows, notes, settings, model_name, context) -> int:
+    from hf_compress.evaluation import write_report
+
     text = heal_table.render(rows, notes, settings, model_name, context)
     write_report(out, text)
     logger.warning("wrote %s", out)

@@ -9,7 +9,9 @@ corpora, so both arms of the benchmark (distillation, plain fine-tuning) see the
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -113,3 +115,30 @@ def tiny_setup(seed: int, pretrain_steps: int = 60):
         opt.step()
         opt.zero_grad(set_to_none=True)
     return teacher.eval(), tokenizer, corpora
+
+
+def setup(s, tiny: bool):
+    """The teacher (SmolLM2-135M from the bundled assets, or the tiny Llama), its tokenizer, the corpora, a name."""
+    if tiny:
+        teacher, tokenizer, corpora = tiny_setup(s.seed)
+        return teacher, tokenizer, corpora, "tiny Llama (8 layers, hidden 64)"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_compress import get_asset
+
+    folder = get_asset("smollm2")
+    teacher = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return teacher, AutoTokenizer.from_pretrained(folder), real_corpora(s.seed), "SmolLM2-135M-Instruct"
+
+
+def cache_teacher(teacher, tokenizer, s, blocks: torch.Tensor, folder: Path) -> dict:
+    """The teacher's top-k logits over the training blocks, written once to ``folder`` (shared by every
+    compression: the blocks are the same); its cost is reported beside the distillation rows."""
+    import datasets
+
+    from hf_compress import cache_teacher_outputs
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    cache_teacher_outputs(teacher, datasets.Dataset.from_dict({"input_ids": blocks.tolist()}), str(folder),
+                          top_k=s.top_k, max_length=s.seq_len, batch_size=s.batch_size, tokenizer=tokenizer)
+    return {"cache_wall_s": time.perf_counter() - wall, "cache_cpu_s": time.process_time() - cpu}

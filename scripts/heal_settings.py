@@ -23,6 +23,9 @@ class HealSettings:
     width_fraction: float = 0.25  # share of FFN neurons removed, when width_match is false
     width_match: bool = True  # FFN size solved so the width-pruned blocks have the layer-dropped ones' parameters
     finetune: str = "all"  # compressions that also get the no-teacher arm: "all", "none" or a subset
+    distill: bool = True  # False: only the fine-tuning arms (no teacher cache, no int8 rows), to run beside a
+    # distillation-only process on another core and `--merge` the two tables
+    cache_dir: str = ""  # the teacher cache's folder, kept and reused (its fingerprint is checked); "": temporary
     steps: int = 450  # 450 x 8 x 256 = 0.92M tokens: about one CPU-hour in bf16 on a quiet 2-core machine
     batch_size: int = 8
     seq_len: int = 256
@@ -69,6 +72,9 @@ class HealSettings:
         if self.bf16 not in (None, True, False) or not isinstance(self.width_match, bool):
             raise ValueError(f"`bf16` must be true, false or null and `width_match` true or false, got "
                              f"{self.bf16!r}, {self.width_match!r}")
+        if not isinstance(self.distill, bool) or (not self.distill and self.finetune == "none"):
+            raise ValueError(f"`distill` must be true or false, and with distill false `finetune` must name an arm "
+                             f"(no arm would run), got distill={self.distill!r}, finetune={self.finetune!r}")
         if self.w8a8 not in ("smoothquant+gptq", "rtn"):
             raise ValueError(f"`w8a8` must be 'smoothquant+gptq' or 'rtn', got {self.w8a8!r}")
         if self.device not in ("cpu", "cuda"):
@@ -78,7 +84,8 @@ class HealSettings:
 
     def arms(self, kind: str) -> tuple[str, ...]:
         both = self.finetune == "all" or kind in self.finetune.split(",")
-        return ("distill", "finetune") if both else ("distill",)
+        arms = ("distill",) * self.distill + ("finetune",) * both
+        return arms
 
     @property
     def tokens(self) -> int:

@@ -129,3 +129,59 @@ def render(rows: list[dict], notes: list[str], s, model_name: str, ctx: dict) ->
         f"{rows[0].get('latency_shape')} tokens on the CPU, every model interleaved with the original.", "",
     ]
     return "\n".join(header + lines + [""] + verdicts(rows) + [f"- {n}" for n in notes]) + "\n"
+
+
+# ------------------------------------------------------------------ runs split over processes (--merge)
+SAME_BUDGET = ("compressions", "layer_fraction", "head_fraction", "width_fraction", "width_match", "steps",
+               "batch_size", "seq_len", "learning_rate", "warmup", "temperature", "top_k", "calib_texts",
+               "eval_tokens", "eval_window", "bf16", "device", "seed")
+
+
+def dump_run(path: str, rows: list[dict], notes: list[str], s, model_name: str, ctx: dict) -> None:
+    """One run as JSON (its rows without the modules), for ``merge_runs``."""
+    import dataclasses
+    import json
+
+    run = dict(rows=[{k: v for k, v in r.items() if k != "module"} for r in rows], notes=notes,
+               settings=dataclasses.asdict(s), model=model_name, context=ctx)
+    Path(path).write_text(json.dumps(run, indent=1), encoding="utf-8")
+
+
+def merge_runs(paths: list[str]):
+    """(rows, notes, settings, model name, context) of one table from runs of the same budget: the first run's
+    rows, then every other run's rows that it lacks, each after the rows of its compression. The original and
+    pruned models must measure the same in every run (they are rebuilt deterministically); a different budget
+    or model is refused."""
+    import json
+
+    from heal_settings import HealSettings
+
+    runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    first = runs[0]
+    rows, notes = list(first["rows"]), list(first["notes"])
+    for path, run in zip(paths[1:], runs[1:]):
+        diff = [k for k in SAME_BUDGET if run["settings"][k] != first["settings"][k]]
+        if diff or run["model"] != first["model"]:
+            raise ValueError(f"`--merge` runs must share the model and budget, got {path!r} differing in "
+                             f"{', '.join(diff) or 'model'}; re-run it with the first run's --set values")
+        have = {(r["compression"], r["model"]): r for r in rows}
+        for r in run["rows"]:
+            key = (r["compression"], r["model"])
+            if key in have:
+                if key[1] == "original" or key[1].startswith("pruned"):
+                    off = [c for c in r["ppl"] if not math.isclose(r["ppl"][c], have[key]["ppl"][c], rel_tol=1e-4)]
+                    if off:
+                        raise ValueError(f"`--merge` runs must start from the same models, got {key[1]!r} of "
+                                         f"{path!r} at a different {', '.join(off)} perplexity")
+                continue
+            last = max(i for i, x in enumerate(rows) if x["compression"] == r["compression"])
+            rows.insert(last + 1, r)
+            have[key] = r
+        notes += [n for n in run["notes"] if n not in notes]
+    ctxs = [r["context"] for r in runs]
+    context = dict(ctxs[0], command=" + ".join(c["command"] for c in ctxs), wall_s=max(c["wall_s"] for c in ctxs),
+                   load_after=ctxs[-1]["load_after"], started=min(c["started"] for c in ctxs))
+    settings = HealSettings(**{**first["settings"], "distill": True})
+    notes.append(f"merged from {len(runs)} processes run side by side ({', '.join(Path(p).name for p in paths)}); "
+                 f"latency ratios are each process's own side-by-side measurement against the original")
+    return rows, notes, settings, first["model"], context

@@ -19,7 +19,7 @@ from ..errors import HfCompressError
 from .modules import eval_mode, model_device
 
 __all__ = ["MODEL_INPUTS", "InputHooks", "call_kwargs", "capture_block_inputs", "prepare_batches",
-           "run_block", "run_with_input_hooks", "to_device"]
+           "run_block", "run_with_input_hooks", "sample_rows", "to_device"]
 
 #: the keys of a calibration batch handed to the model (labels and tokenizer extras are dropped)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
@@ -145,3 +145,11 @@ def run_block(layer: nn.Module, hidden: torch.Tensor, record) -> torch.Tensor:
     rest, kwargs, positional = record
     out = layer(hidden, *rest, **kwargs) if positional else layer(*rest, hidden_states=hidden, **kwargs)
     return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def sample_rows(x: torch.Tensor, cap: int | None, generator: torch.Generator) -> torch.Tensor:
+    """``x`` (n, ...) itself when it has at most ``cap`` rows (or ``cap`` is None), else a random subset of
+    ``cap`` rows drawn from ``generator``: one draw per call, so a seeded caller's choice is reproducible."""
+    if cap is None or x.shape[0] <= cap:
+        return x
+    return x[torch.randperm(x.shape[0], generator=generator)[:cap].to(x.device)]

@@ -17,8 +17,9 @@ __all__ = ["HIDDEN_LOSSES", "LOGIT_LOSSES", "DistillationArguments"]
 class DistillationArguments(TrainingArguments):
     """Training arguments of :class:`~hf_compress.DistillationTrainer`.
 
-    The training loss is ``alpha_logits * L_kd + alpha_hidden * L_hidden + alpha_task * L_task``; each term is a
-    mean over the valid positions of the whole gradient-accumulation window (see the trainer's docstring).
+    The training loss is ``alpha_logits * L_kd + alpha_hidden * L_hidden + alpha_task * L_task + alpha_embedding *
+    L_embedding``; each term is a mean over the valid items of the whole gradient-accumulation window (see the
+    trainer's docstring).
     """
 
     temperature: float = field(default=2.0, metadata={"help": "Softmax temperature tau of the logit losses (> 0)."})
@@ -26,6 +27,11 @@ class DistillationArguments(TrainingArguments):
     alpha_hidden: float = field(default=0.0, metadata={"help": "Weight of the hidden-state loss (>= 0)."})
     alpha_task: float = field(
         default=0.0, metadata={"help": "Weight of the student's own loss on the labels (>= 0; needs labels)."}
+    )
+    alpha_embedding: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the sentence-embedding loss (>= 0): 1 - cosine between the student's and the "
+                          "teacher's final hidden states mean-pooled over the attended tokens, per sequence."},
     )
     logit_loss: str = field(
         default="forward_kl", metadata={"help": "Logit loss: forward_kl, reverse_kl, jsd (generalized, jsd_beta) or mse."}

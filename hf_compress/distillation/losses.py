@@ -24,6 +24,7 @@ import torch.nn.functional as F
 __all__ = [
     "LOG_PROB_FLOOR",
     "forward_kl",
+    "embedding_cosine",
     "generalized_jsd",
     "hidden_cosine",
     "hidden_mse",
@@ -143,6 +144,25 @@ def hidden_cosine(student_hidden, teacher_hidden, mask=None, reduction: str = "s
     rows = m.nonzero().squeeze(-1)
     per_row = 1.0 - F.cosine_similarity(s.index_select(0, rows), t.index_select(0, rows), dim=-1, eps=1e-8)
     return _finish(per_row, rows, m.shape[0], student_hidden.shape[:-1], reduction, num_items)
+
+
+def embedding_cosine(student_hidden, teacher_hidden, mask=None, reduction: str = "sum", num_items=None) -> torch.Tensor:
+    """1 - cos(e_S, e_T) per sequence, with e the mean of the hidden states over the attended tokens (the
+    sentence embedding of mean-pooling models such as sentence-transformers'; its L2 normalisation does not change
+    the cosine). ``student_hidden`` / ``teacher_hidden`` (B, T, d), ``mask`` (B, T); sequences with no attended
+    token do not count."""
+    if student_hidden.shape != teacher_hidden.shape:
+        raise ValueError(f"student and teacher shapes differ: {tuple(student_hidden.shape)} vs "
+                         f"{tuple(teacher_hidden.shape)}")
+    b, t = student_hidden.shape[:2]
+    m = torch.ones(b, t, dtype=torch.bool, device=student_hidden.device) if mask is None else mask.bool()
+    weights = m.unsqueeze(-1).float()  # (B, T, 1)
+    count = weights.sum(1).clamp(min=1.0)  # (B, 1)
+    e_s = (student_hidden.float() * weights).sum(1) / count  # (B, d)
+    e_t = (teacher_hidden.float() * weights).sum(1) / count
+    rows = m.any(1).nonzero().squeeze(-1)
+    per_row = 1.0 - F.cosine_similarity(e_s.index_select(0, rows), e_t.index_select(0, rows), dim=-1, eps=1e-8)
+    return _finish(per_row, rows, b, (b,), reduction, num_items)
 
 
 def token_cross_entropy(logits, targets, mask=None, reduction: str = "sum", num_items=None) -> torch.Tensor:

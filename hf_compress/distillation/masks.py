@@ -8,7 +8,8 @@ cached row must cover). Valid logit positions:
 - other token heads keep ``attention_mask & labels != -100`` (labels only when present);
 - sequence classifiers count examples.
 
-Hidden-state positions are the attended tokens. The task term counts the model's own label items.
+Hidden-state positions are the attended tokens. The task term counts the model's own label items; the
+sentence-embedding term counts sequences with at least one attended token.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ __all__ = ["WindowCounts", "attention_mask_of", "item_masks", "window_totals"]
 
 @dataclass
 class WindowCounts:
-    """Valid items of one accumulation window: the denominators of the three loss terms."""
+    """Valid items of one accumulation window: the denominators of the loss terms."""
 
     logits: torch.Tensor
     hidden: torch.Tensor
     task: torch.Tensor
+    sequences: torch.Tensor  # the sentence-embedding term: sequences with an attended token
     world_factor: float = 1.0  # the loss is multiplied by this (DDP averages gradients over processes)
 
 
@@ -60,10 +62,11 @@ def item_masks(inputs: dict, task: str) -> tuple[torch.Tensor, torch.Tensor, int
 
 
 def window_totals(batches: list, task: str) -> torch.Tensor:
-    """float64 ``(3,)``: valid logit positions, hidden positions and task items summed over ``batches``."""
-    totals = torch.zeros(3, dtype=torch.float64)
+    """float64 ``(4,)``: valid logit positions, hidden positions, task items and sequences with an attended
+    token, summed over ``batches``."""
+    totals = torch.zeros(4, dtype=torch.float64)
     for batch in batches:
         logit_mask, hidden_mask, n_task = item_masks(batch, task)
-        totals += torch.tensor([float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task)],
-                               dtype=torch.float64)
+        totals += torch.tensor([float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task),
+                                float(hidden_mask.any(1).sum())], dtype=torch.float64)
     return totals

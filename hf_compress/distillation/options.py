@@ -15,8 +15,8 @@ __all__ = ["LOGIT_LOSSES", "HIDDEN_LOSSES", "OPTIONS", "check_options", "parse_l
 LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "mse")
 HIDDEN_LOSSES = ("mse", "cosine", "mse+cosine")
 #: the fields both DistillationArguments and the recipe's DistillConfig carry
-OPTIONS = ("temperature", "alpha_logits", "alpha_hidden", "alpha_task", "logit_loss", "jsd_beta", "hidden_loss",
-           "layer_map", "logit_chunk_size", "lmbda", "seq_kd", "max_new_tokens", "generation_temperature")
+OPTIONS = ("temperature", "alpha_logits", "alpha_hidden", "alpha_task", "alpha_embedding", "logit_loss", "jsd_beta",
+           "hidden_loss", "layer_map", "logit_chunk_size", "lmbda", "seq_kd", "max_new_tokens", "generation_temperature")
 _NAMED = ("uniform", "last")
 
 
@@ -28,11 +28,12 @@ def _problem(values: Mapping) -> tuple[str | None, str] | None:
     """``(field, message)`` of the first bad setting; field is None when no single field is to blame."""
     if not (_number(values["temperature"]) and values["temperature"] > 0):
         return "temperature", f"`temperature` must be > 0, got {values['temperature']!r}"
-    for name in ("alpha_logits", "alpha_hidden", "alpha_task"):
-        if not (_number(values[name]) and values[name] >= 0):
+    alphas = ("alpha_logits", "alpha_hidden", "alpha_task", "alpha_embedding")
+    for name in alphas:
+        if not (_number(values.get(name, 0.0)) and values.get(name, 0.0) >= 0):
             return name, f"`{name}` must be >= 0, got {values[name]!r}"
-    if values["alpha_logits"] == 0 and values["alpha_hidden"] == 0 and values["alpha_task"] == 0:
-        return None, "at least one of `alpha_logits`, `alpha_hidden`, `alpha_task` must be > 0, got all three 0"
+    if all(values.get(name, 0.0) == 0 for name in alphas):
+        return None, f"at least one of {', '.join(f'`{n}`' for n in alphas)} must be > 0, got all of them 0"
     if values["logit_loss"] not in LOGIT_LOSSES:
         return "logit_loss", f"`logit_loss` must be one of {', '.join(LOGIT_LOSSES)}, got {values['logit_loss']!r}"
     if not (_number(values["jsd_beta"]) and 0 < values["jsd_beta"] < 1):

@@ -5,6 +5,7 @@ Reduction rule. For one optimizer step (one gradient-accumulation window, all pr
     loss = alpha_logits * sum(kd over valid logit positions)    / N_logits
          + alpha_hidden * sum(hidden over attended tokens)      / N_hidden   (mean over layer pairs)
          + alpha_task   * sum(model's own loss over its items)   / N_task
+         + alpha_embedding * sum(1 - cos(mean-pooled final hidden states)) / N_sequences
 
 where each ``N`` counts the valid items of the whole window (every micro-batch, and every process when
 ``average_tokens_across_devices`` is on, the default). Valid logit positions: causal LMs shift like the model's
@@ -41,12 +42,13 @@ from .generation import generate_completions
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
 from .peft_student import base_of, check_student, teacher_source
-from .teacher import cached_teacher_for, load_teacher, shared_vocab
+from .cached_source import EvalCaches, cached_teacher_for
+from .teacher import load_teacher, shared_vocab
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
 logger = logging.getLogger(__name__)
-_TERMS = ("loss_kd", "loss_hidden", "loss_task")
+_TERMS = ("loss_kd", "loss_hidden", "loss_task", "loss_embedding")
 
 
 class _ZeroProjectionGrads(TrainerCallback):
@@ -64,13 +66,16 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
 
     The teacher object is changed in place (frozen, eval mode, moved to the student's device and dtype), as the
     Trainer does with the student; pass a copy to keep the original as it was. ``evaluate()`` / ``predict()`` are
-    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``).
+    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``). With
+    ``teacher_cache``, an eval set's terms come from ``eval_teacher_cache`` (its rows matched by index, as in
+    training); an eval set without one is evaluated on the student's task loss (``cached_source.EvalCaches``).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
 
     def __init__(self, model=None, teacher_model=None, args: DistillationArguments | None = None,
-                 teacher_trust_remote_code: bool = False, teacher_cache=None, teacher_tokenizer=None, **kwargs):
+                 teacher_trust_remote_code: bool = False, teacher_cache=None, teacher_tokenizer=None,
+                 eval_teacher_cache=None, **kwargs):
         if not isinstance(args, DistillationArguments):
             raise HfCompressError(f"`args` must be a DistillationArguments, got {type(args).__name__}")
         if (teacher_model is None) == (teacher_cache is None):
@@ -79,10 +84,17 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                                   f"{'both' if teacher_model is not None else 'neither'}")
         if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
             raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
+        if eval_teacher_cache is not None and teacher_cache is None:
+            raise HfCompressError("`eval_teacher_cache` must be None with a live teacher_model (it evaluates with the "
+                                  "teacher itself), got a cache; pass teacher_cache for training from a cache")
         check_student(model)
+        self._eval_caches, self._eval_teacher = None, None
         if teacher_cache is not None:  # checked before the Trainer is built: it needs the row column
             source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
                 teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
+            self._eval_caches = EvalCaches(base_of(model), args, source, kwargs.get("processing_class"))
+            if eval_teacher_cache is not None:  # eval rows matched by index, checked like the training rows
+                kwargs["eval_dataset"] = self._eval_caches.add_all(eval_teacher_cache, kwargs.get("eval_dataset"))
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
         student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
@@ -119,14 +131,19 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         self._policy_rng, self._generations = random.Random(args.seed), 0
         self.layer_pairs: list[tuple[int, int]] = []
         self.projections = None
+        # the sentence-embedding term pools the final hidden states of both (a projection when widths differ)
+        self.embedding_pair = (num_layers(student), t_shape[0]) if args.alpha_embedding > 0 else None
         if args.alpha_hidden > 0:
             self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), t_shape[0],
                                                    args.include_embeddings)
+        pairs = list(dict.fromkeys(self.layer_pairs + ([self.embedding_pair] if self.embedding_pair else [])))
+        if pairs:
             if teacher_cache is not None:
-                source.check_hidden_layers([t for _, t in self.layer_pairs])
+                source.check_hidden_layers([t for _, t in pairs])
+                self._eval_caches.check_hidden_layers([t for _, t in pairs])
             with torch.random.fork_rng(devices=[]):  # same initial projections in every process
                 torch.manual_seed(args.seed)
-                self.projections = HiddenProjections(self.layer_pairs, hidden_width(student), t_shape[1])
+                self.projections = HiddenProjections(pairs, hidden_width(student), t_shape[1])
             self.projections.to(device=device, dtype=student.dtype)
             self._register_projection_grad_sync()
             self.add_callback(_ZeroProjectionGrads(self.projections))
@@ -184,8 +201,10 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         args = self.args
         labels = inputs.get("labels")
         logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
-        use_task = args.alpha_task > 0 and labels is not None and n_task > 0
-        want_hidden = bool(self.layer_pairs)
+        source = self.teacher_source  # None: evaluating a teacher-cache run on rows with no cache (task loss only)
+        use_task = (args.alpha_task > 0 or source is None) and labels is not None and n_task > 0
+        want_hidden = (bool(self.layer_pairs) or self.embedding_pair is not None) and source is not None
+        t_layers = {t for _, t in self.layer_pairs} | ({self.embedding_pair[1]} if self.embedding_pair else set())
         train_step = counts is not None and model.training and torch.is_grad_enabled()
         chunk = bool(args.logit_chunk_size) and train_step
         # causal LM, full logits: KD + task cross-entropy in one softmax pass with its own gradient (fused.py)
@@ -194,10 +213,10 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                           if (use_task and not (chunk or fused) or k != "labels") and k != ROW_COLUMN}
         extra = {"logits_to_keep": 1, "output_hidden_states": True} if chunk else {}
         s_out = model(**student_inputs, **{"output_hidden_states": want_hidden, **extra})
-        t_out = self.teacher_source(inputs, sorted({t for _, t in self.layer_pairs}),
-                                    **({"final_hidden": True} if chunk else {}))
+        t_out = None if source is None else source(inputs, sorted(t_layers),
+                                                   **({"final_hidden": True} if chunk else {}))
         zero = torch.zeros((), device=hidden_mask.device)
-        out = {"kd": zero, "hidden": zero, "task": zero, "student": s_out, "teacher": t_out}
+        out = {"kd": zero, "hidden": zero, "task": zero, "embedding": zero, "student": s_out, "teacher": t_out}
         if chunk or fused:
             wf = counts.world_factor
             coeffs = torch.tensor([args.alpha_logits / counts.logits.item() * wf,
@@ -210,7 +229,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             out["head_loss"], out["kd"], out["task"] = chunked_causal_terms(
                 s_out.hidden_states[-1], lm_head_of(model), t_out, logit_mask, labels, self._logit_loss, coeffs,
                 args.logit_chunk_size, vocab=self.vocab, into_grad=self._head_grad_in_place())
-        elif args.alpha_logits > 0:
+        elif args.alpha_logits > 0 and t_out is not None:
             cut = (lambda x: x[:, :-1]) if self.causal else (lambda x: x)  # (B, T-1, V): i predicts i+1
             if t_out.logits is not None:  # a teacher with padding rows: the common ids only
                 s_logits, t_logits = cut(s_out.logits)[..., :self.vocab], cut(t_out.logits)[..., :self.vocab]
@@ -218,7 +237,11 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                 s_logits, t_logits = losses.topk_buckets(cut(s_out.logits), cut(t_out.topk_ids),
                                                          cut(t_out.topk_logits), cut(t_out.tail_logsumexp))
             out["kd"] = self._logit_loss(s_logits, t_logits, mask=logit_mask, reduction="sum")
-        if want_hidden:
+        if self.embedding_pair is not None and t_out is not None:
+            pair = self.embedding_pair
+            out["embedding"] = losses.embedding_cosine(self.projections(s_out.hidden_states[pair[0]], pair),
+                                                       t_out.hidden_states[pair[1]], hidden_mask, reduction="sum")
+        if self.layer_pairs and t_out is not None:
             total = zero
             for pair in self.layer_pairs:
                 h_s = self.projections(s_out.hidden_states[pair[0]], pair)  # (B, T, d_T)
@@ -246,11 +269,11 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         terms = self._terms(model, inputs, counts)
         a = self.args
         parts = torch.stack([terms["kd"] / counts.logits.item(), terms["hidden"] / counts.hidden.item(),
-                             terms["task"] / counts.task.item()])
-        weights = torch.tensor([a.alpha_logits, a.alpha_hidden, a.alpha_task], device=parts.device)
+                             terms["task"] / counts.task.item(), terms["embedding"] / counts.sequences.item()])
+        weights = torch.tensor([a.alpha_logits, a.alpha_hidden, a.alpha_task, a.alpha_embedding], device=parts.device)
         loss = (parts * weights).sum() * counts.world_factor
         if "head_loss" in terms:  # chunked / fused: KD and task are already weighted (and differentiable) in head_loss
-            loss = terms["head_loss"] + parts[1] * a.alpha_hidden * counts.world_factor
+            loss = terms["head_loss"] + (parts[1] * a.alpha_hidden + parts[3] * a.alpha_embedding) * counts.world_factor
         if model.training:
             if counts is not self._last_window:
                 self._windows_seen, self._last_window = self._windows_seen + 1, counts
@@ -259,12 +282,14 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         return (loss, terms["student"]) if return_outputs else loss
 
     def log(self, logs: dict, start_time=None) -> None:
-        """Adds ``loss_kd``/``loss_hidden``/``loss_task`` (unweighted, averaged since the last log) to train logs."""
+        """Adds ``loss_kd``/``_hidden``/``_task``/``_embedding`` (unweighted, averaged since the last log) to train
+        logs, for the terms whose alpha is > 0."""
         if "loss" in logs and self._windows_seen > 0:
             sums = self._term_sums.clone()
             if self.accelerator.num_processes > 1:
                 sums = self.accelerator.reduce(sums.to(self.args.device), "sum").cpu()
-            alphas = (self.args.alpha_logits, self.args.alpha_hidden, self.args.alpha_task)
+            a = self.args
+            alphas = (a.alpha_logits, a.alpha_hidden, a.alpha_task, a.alpha_embedding)
             for name, value, alpha in zip(_TERMS, sums.tolist(), alphas):
                 if alpha > 0:
                     logs[name] = value / self._windows_seen

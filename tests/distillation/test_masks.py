@@ -29,7 +29,7 @@ def test_token_heads_and_classifiers():
 def test_window_totals_sum_the_micro_batches():
     a = {"input_ids": IDS, "attention_mask": ATTN, "labels": LABELS}
     b = {"input_ids": IDS[:1], "attention_mask": ATTN[:1], "labels": LABELS[:1]}
-    assert window_totals([a, b], "causal-lm").tolist() == [4 + 3, 6 + 4, 4 + 3]
+    assert window_totals([a, b], "causal-lm").tolist() == [4 + 3, 6 + 4, 4 + 3, 2 + 1]
 
 
 def test_live_teacher_returns_the_models_logits_and_asked_hidden_states():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import math
 import re
 import sys
@@ -215,3 +216,55 @@ def test_cuda_without_a_device_is_refused_before_loading(bench, monkeypatch):
     monkeypatch.setattr(bench, "run", lambda *a: pytest.fail("nothing may be loaded"))
     with pytest.raises(SystemExit, match="`device` cuda was asked but torch sees no CUDA device"):
         bench.main(["--tiny", "--device", "cuda"])
+
+
+def _ctx(command="x"):
+    return dict(started="now", load_before=(0, 0, 0), load_after=(0, 0, 0), wall_s=1, threads=1, command=command)
+
+
+def test_arms_split_over_two_processes_merge_into_the_one_process_table(bench, tmp_path):
+    """A distillation-only run (teacher cache in a kept folder, built by --cache-only) and a fine-tuning-only
+    run, merged, give the same models and numbers as one run of both arms."""
+    base = dataclasses.replace(bench.PRESETS["tiny"], steps=2, compressions="layers", finetune="layers",
+                               quantize=False)
+    cache = tmp_path / "cache"
+    assert bench.main(["--tiny", "--cache-only", "--set", "steps=2", "--set", f"cache_dir={cache}"]) == 0
+    from hf_compress.distillation.cache_format import META_FILE
+
+    meta = json.loads((cache / META_FILE).read_text())
+    assert meta["complete"] is True
+    both, _, _ = bench.run(base, tiny=True)
+    kd_run = bench.run(dataclasses.replace(base, finetune="none", cache_dir=str(cache)), tiny=True)
+    ft_run = bench.run(dataclasses.replace(base, distill=False), tiny=True)
+    assert [r["model"] for r in ft_run[0]][-1] == "healed: LM fine-tuning (no teacher)"
+    assert not any(r["model"] == "healed: distillation" for r in ft_run[0])
+    paths = []
+    for name, (rows, notes, model) in (("kd", kd_run), ("ft", ft_run)):
+        for r in rows:  # the sizes measure_sizes writes (the JSON of a real run has them)
+            r.update(params=1, bytes=1, latency_ratio=1.0)
+        paths.append(str(tmp_path / f"{name}.json"))
+        bench.heal_table.dump_run(paths[-1], rows, notes, dataclasses.replace(base, distill=name == "kd"),
+                                  model, _ctx(name))
+    rows, notes, settings, _, context = bench.heal_table.merge_runs(paths)
+    assert [(r["compression"], r["model"]) for r in rows] == [(r["compression"], r["model"]) for r in both]
+    for merged, single in zip(rows, both):  # same models: same perplexities (deterministic pruning and training)
+        for corpus, value in single["ppl"].items():
+            assert math.isclose(merged["ppl"][corpus], value, rel_tol=1e-5), (merged["model"], corpus)
+    assert context["command"] == "kd + ft" and settings.distill is True
+    text = bench.heal_table.render(rows, notes, settings, "tiny", context)
+    assert "LM fine-tuning on both held-out corpora" in text and "merged from 2 processes" in text
+
+
+def test_merge_refuses_runs_of_another_budget_and_fine_tuning_only_needs_an_arm(bench, tmp_path):
+    rows = [dict(compression="-", model="original", ppl={"a": 2.0})]
+    paths = []
+    for steps in (2, 3):
+        paths.append(str(tmp_path / f"{steps}.json"))
+        bench.heal_table.dump_run(paths[-1], rows, [], dataclasses.replace(bench.PRESETS["tiny"], steps=steps),
+                                  "tiny", _ctx())
+    with pytest.raises(ValueError, match="must share the model and budget.*differing in steps"):
+        bench.heal_table.merge_runs(paths)
+    with pytest.raises(SystemExit, match="`distill` must be true or false, and with distill false `finetune`"):
+        bench.main(["--tiny", "--set", "distill=false", "--set", "finetune=none"])
+    with pytest.raises(SystemExit, match="--cache-only needs a folder"):
+        bench.main(["--tiny", "--cache-only"])

@@ -95,14 +95,15 @@ def _fbgemm_w8a8(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias) 
     lo, hi = torch.aminmax(xf, dim=1, keepdim=True)  # (M, 1) each
     half = ((hi - lo) * 0.5).clamp_min(1e-12)
     mid = (hi + lo) * 0.5
-    pin = torch.zeros(1, k, dtype=torch.float32, device=xf.device)
-    pin[0, 0], pin[0, -1] = 1.0, -1.0
     if torch.compiler.is_compiling() or (torch.is_grad_enabled() and xf.requires_grad):
+        pin = torch.zeros(1, k, dtype=torch.float32, device=xf.device)
+        pin[0, 0], pin[0, -1] = 1.0, -1.0
         rows = torch.cat([torch.addcmul(-mid / half, xf, 1.0 / half).clamp(-1.0, 1.0), pin])  # autograd: no out=
-    else:
+    else:  # eager: one pass + clamp into the buffer, the pin row written in place
         rows = torch.empty(m + 1, k, dtype=torch.float32, device=xf.device)
-        torch.addcmul(-mid / half, xf, 1.0 / half, out=rows[:m]).clamp_(-1.0, 1.0)  # eager: one pass + clamp
-        rows[m:] = pin
+        torch.addcmul(-mid / half, xf, 1.0 / half, out=rows[:m]).clamp_(-1.0, 1.0)
+        rows[m].zero_()
+        rows[m, 0], rows[m, -1] = 1.0, -1.0
     y = fbgemm_mm(rows, half, mid, w, w_scale)  # (M, N)
     return y if bias is None else y + bias.float()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...core.calibration import run_with_input_hooks
+from ...core.calibration import run_with_input_hooks, sample_rows
 from ...errors import QuantizationError
 from .layer import Int8Linear
 
@@ -35,8 +35,7 @@ def int8_sensitivity(model: nn.Module, targets: dict[str, nn.Module], calibratio
     quantized = {name: Int8Linear.from_float(module, mode) for name, module in targets.items()}
 
     def on_input(name: str, x: torch.Tensor, _source) -> None:  # x (tokens, in)
-        if x.shape[0] > TOKENS_PER_BATCH:
-            x = x[torch.randperm(x.shape[0], generator=generator)[:TOKENS_PER_BATCH].to(x.device)]
+        x = sample_rows(x, TOKENS_PER_BATCH, generator)
         ref = targets[name].forward(x).float()  # (tokens, out); .forward: not through this very hook
         error[name] += float((quantized[name](x).float() - ref).pow(2).sum())
         energy[name] += float(ref.pow(2).sum())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ...core.calibration import sample_rows
 from .format import quantize_per_channel
 from .kernels import w8a8_linear
 
@@ -72,9 +73,7 @@ class TokenSampler:
         cur = x.abs().amax(dim=0)
         self.absmax = cur if self.absmax is None else torch.maximum(self.absmax, cur)
         if self.per_batch:
-            if x.shape[0] > self.per_batch:
-                x = x[torch.randperm(x.shape[0], generator=self.generator)[: self.per_batch]]
-            self.samples.append(x.clone())
+            self.samples.append(sample_rows(x, self.per_batch, self.generator).clone())
 
     def tokens(self) -> torch.Tensor:
         """(n, in): the kept tokens."""
