@@ -169,9 +169,12 @@ class EvalCaches:
     cached source, or None when its rows were not cached (it is then evaluated on the student's task loss).
     """
 
-    def __init__(self, student: nn.Module, args, train: CachedTeacher, tokenizer=None):
+    def __init__(self, student: nn.Module, args, train: CachedTeacher, tokenizer=None, train_sets=()):
+        """``train_sets``: the training set as given and as matched (evaluating on it reads the training cache)."""
         self.student, self.args, self.train, self.tokenizer = student, args, train, tokenizer
         self.by_original, self.by_matched = {}, {}  # dataset fingerprint -> CachedTeacher
+        if train_sets:
+            self.by_original[train_sets[0]._fingerprint] = self.by_matched[train_sets[1]._fingerprint] = train
 
     def add_all(self, caches, eval_dataset):
         """``caches``: one cache for one ``eval_dataset``, or a dict of caches for some names of a dict of them."""

@@ -90,9 +90,11 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         check_student(model)
         self._eval_caches, self._eval_teacher = None, None
         if teacher_cache is not None:  # checked before the Trainer is built: it needs the row column
+            given = kwargs.get("train_dataset")
             source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
-                teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
-            self._eval_caches = EvalCaches(base_of(model), args, source, kwargs.get("processing_class"))
+                teacher_cache, base_of(model), args, given, kwargs.get("processing_class"))
+            self._eval_caches = EvalCaches(base_of(model), args, source, kwargs.get("processing_class"),
+                                           (given, kwargs["train_dataset"]))
             if eval_teacher_cache is not None:  # eval rows matched by index, checked like the training rows
                 kwargs["eval_dataset"] = self._eval_caches.add_all(eval_teacher_cache, kwargs.get("eval_dataset"))
         super().__init__(model=model, args=args, **kwargs)

@@ -43,6 +43,10 @@ def test_eval_cache_equals_the_live_teacher_evaluation(tmp_path):
     np.testing.assert_allclose(got[0].predictions, live[0].predictions, rtol=1e-6)  # the student's logits
     np.testing.assert_array_equal(got[0].label_ids, live[0].label_ids)
     assert cached.evaluate(eval_dataset=evals)["eval_loss"] == pytest.approx(m_cached["eval_loss"], rel=1e-6)
+    on_train = cached.evaluate(eval_dataset=train)  # the training set reads the training cache
+    live_train = DistillationTrainer(model=student, teacher_model=teacher, args=args, eval_dataset=train).evaluate()
+    for key in ("eval_loss", "eval_loss_kd", "eval_loss_hidden"):
+        assert on_train[key] == pytest.approx(live_train[key], rel=1e-5), key
 
 
 def test_training_with_eval_steps_from_caches(tmp_path):
