@@ -29,24 +29,24 @@ SINGLE = {"depth": {"heads": (0.0,), "ffn": (0.0,)}, "width": {"keep": (1.0,), "
 
 
 def run(name: str, model: str, target: str, task: str, space: dict | None, args, **kwargs) -> dict:
-    """Plan first (written to ``--out`` at once: a run cut short still leaves the plan), then run it: the
-    second ``run_auto`` re-plans from the log without measuring anything again."""
+    """Plan first (written to ``--out`` at once: a run cut short still leaves the plan), then run that plan."""
     from hf_compress.recipe.auto import latency_error, run_auto
 
     load_before, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
     common = dict(task=task, output_dir=f"{args.output_root}/{name}", space=space, minutes=args.minutes,
                   top_k=args.top_k, heal_steps=args.heal_steps, seed=0, **kwargs)
     planned = run_auto(model, "wiki-summaries", target, dry_run=True, **common)
+    plan_cpu = time.process_time() - c0
     with open(args.out + ".plan.json", "w", encoding="utf-8") as fh:
         json.dump({"name": name, **planned.to_dict(), "plan_seconds": time.perf_counter() - t0,
-                   "plan_cpu_seconds": time.process_time() - c0, "load_before": load_before,
+                   "plan_cpu_seconds": plan_cpu, "load_before": load_before,
                    "load_after_plan": os.getloadavg()[0]}, fh, indent=2, default=float)
     if args.dry_run:
         return planned.to_dict()
-    result = run_auto(model, "wiki-summaries", target, **dict(common, minutes=1e-3))  # from the log only
+    result = run_auto(model, "wiki-summaries", target, plan=planned.plan, **common)
     row = {"name": name, "target": target, **result.to_dict(), "latency_error_pct": latency_error(result.plan),
            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-           "plan_seconds": result.plan.seconds, "load_before": load_before, "load_after": os.getloadavg()[0]}
+           "plan_seconds": result.plan.seconds, "plan_cpu_seconds": plan_cpu, "load_before": load_before, "load_after": os.getloadavg()[0]}
     if result.run is not None:
         row["rows"] = result.run.rows
     return row
@@ -63,6 +63,7 @@ def main(argv=None) -> None:
     p.add_argument("--heal-steps", type=int, default=20)
     p.add_argument("--distill-steps", type=int, default=150)
     p.add_argument("--single", action="store_true", help="smollm2: also the single-method spaces")
+    p.add_argument("--spaces", help="smollm2: a comma-separated subset of auto,depth,width,heads to run, in order")
     p.add_argument("--dry-run", action="store_true", help="plan only")
     args = p.parse_args(argv)
     out = args.out = args.out or tempfile.mkstemp(prefix="bench-auto-", suffix=".json")[1]
@@ -73,12 +74,18 @@ def main(argv=None) -> None:
                            max_samples=4800, distill_steps=args.distill_steps, distill=DEMO_DISTILL, eval_samples=256,
                            evaluate=["size", "latency", "teacher_agreement"]))
     else:
-        spaces = {"auto": None, **(SINGLE if args.single else {})}
+        spaces = {"auto": None, **(SINGLE if args.single or args.spaces else {})}
+        if args.spaces:
+            wanted = args.spaces.split(",")
+            if not set(wanted) <= set(spaces):
+                p.error(f"--spaces must name some of {', '.join(spaces)}, got {args.spaces!r}")
+            spaces = {k: spaces[k] for k in wanted}
         target = args.target or "params=0.75"
         for label, space in spaces.items():
             results.append(run(f"smollm2-{target.replace('=', '')}-{label}", "smollm2", target, "causal-lm", space, args,
                                max_samples=2000, distill_steps=args.distill_steps, eval_samples=64,
-                               distill={"batch_size": 8, "max_length": 128}, eval_max_length=128))
+                               distill={"batch_size": 8, "max_length": 128}, eval_max_length=128,
+                               evaluate=["size", "teacher_agreement", "perplexity"]))  # no per-stage latency
             with open(out, "w", encoding="utf-8") as fh:
                 json.dump(results, fh, indent=2, default=float)
     with open(out, "w", encoding="utf-8") as fh:

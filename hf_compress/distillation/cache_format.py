@@ -92,7 +92,7 @@ def check_fingerprint(stored: dict, expected: dict, where: str, fix: str) -> Non
             )
 
 
-def open_teacher_cache(cache):
+def open_teacher_cache(cache, name: str = "teacher_cache"):
     """A cache folder or a dataset loaded from one -> (memory-mapped ``datasets.Dataset``, metadata dict)."""
     import datasets
 
@@ -102,22 +102,22 @@ def open_teacher_cache(cache):
         except json.JSONDecodeError:
             meta = None
         if not isinstance(meta, dict) or "fingerprint" not in meta:
-            raise HfCompressError("`teacher_cache` must be a folder written by cache_teacher_outputs or the "
+            raise HfCompressError(f"`{name}` must be a folder written by cache_teacher_outputs or the "
                                   "dataset loaded from one, got a datasets.Dataset without its metadata")
         return cache, meta
     if not isinstance(cache, (str, os.PathLike)):
-        raise HfCompressError(f"`teacher_cache` must be a folder or a datasets.Dataset, got {type(cache).__name__}")
+        raise HfCompressError(f"`{name}` must be a folder or a datasets.Dataset, got {type(cache).__name__}")
     folder = os.fspath(cache)
     meta_path = os.path.join(folder, META_FILE)
     if not os.path.isfile(meta_path):
-        raise HfCompressError(f"`teacher_cache` must be a folder written by cache_teacher_outputs (with "
+        raise HfCompressError(f"`{name}` must be a folder written by cache_teacher_outputs (with "
                               f"{META_FILE}), got {folder!r}")
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
     if not meta.get("complete") or not os.path.isfile(os.path.join(folder, "state.json")):
         done = sum(os.path.isfile(os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(".arrow"))
         raise HfCompressError(
-            f"`teacher_cache` {folder!r} is incomplete ({done} of {-(-meta['num_rows'] // meta['shard_rows'])} "
+            f"`{name}` {folder!r} is incomplete ({done} of {-(-meta['num_rows'] // meta['shard_rows'])} "
             f"shards; the writer stopped): rerun cache_teacher_outputs with the same arguments to finish it"
         )
     return datasets.load_from_disk(folder), meta

@@ -11,7 +11,8 @@ their gradient ``dz`` in one go:
   differentiated by autograd on the small (n, k + 1) bucket tensor; the chain back to V is ``e`` scaled per row
   plus a scatter at the k ids and at the target. Rows whose tail underflows against the row maximum (tail
   logits > 69 nats below it) get their tail log-sum-exp and softmax recomputed exactly.
-- dense targets (a live teacher) with forward KL: ``tau (p_s - p_t)`` plus the cross-entropy's ``p - onehot``.
+- dense targets (a live teacher; forward / reverse KL, JSD): :mod:`.fused_dense`, in column blocks, the
+  gradient written into ``z`` when the caller owns it (a chunk: 2 (n, V) buffers, the logits of both sides).
 
 :func:`fused_rows` returns the unweighted sums and the weighted gradient of one block; :class:`FusedLogitLoss`
 wraps full (B*T, V) logits (gradient computed in the forward pass, only scaled in backward); :mod:`.chunked`
@@ -25,6 +26,7 @@ import functools
 import torch
 
 from . import losses
+from .fused_dense import dense_divergence_rows
 
 __all__ = ["FusedLogitLoss", "fused_causal_terms", "fused_rows", "fused_supported", "fused_supported_for"]
 
@@ -39,30 +41,15 @@ def _kind(loss_fn) -> tuple:
 
 
 def fused_supported_for(loss_fn, cached: bool) -> bool:
-    """Whether :func:`fused_rows` covers this loss with top-k targets (``cached``: forward / reverse KL, JSD) or
-    dense ones (a live teacher's logits or final hidden states: forward KL)."""
+    """Whether :func:`fused_rows` covers this loss with top-k targets (``cached``) or dense ones (a live teacher's
+    logits or final hidden states): forward / reverse KL and JSD for both, not MSE."""
     func, _ = _kind(loss_fn)
-    if cached:
-        return func in (losses.forward_kl, losses.reverse_kl, losses.generalized_jsd)
-    return func is losses.forward_kl
+    return func in (losses.forward_kl, losses.reverse_kl, losses.generalized_jsd)
 
 
 def fused_supported(loss_fn, teacher) -> bool:
     """:func:`fused_supported_for` of a TeacherOutput (top-k or dense targets)."""
     return fused_supported_for(loss_fn, cached=teacher.topk_ids is not None)
-
-
-def _softmax(x: torch.Tensor, tau: float, out=None, m=None):
-    """softmax(x / tau) (in ``out``, else a new buffer), the row maximum of x and the normaliser of
-    exp((x - max) / tau): fp32 (n, V) -> (n, V), (n, 1), (n, 1). The log-normaliser of x / tau is
-    ``max / tau + log(total)``."""
-    m = x.amax(1, keepdim=True) if m is None else m
-    e = torch.sub(x, m) if out is None else torch.sub(x, m, out=out)
-    if tau != 1.0:
-        e.div_(tau)
-    e.exp_()
-    total = e.sum(1, keepdim=True)
-    return e.div_(total), m, total
 
 
 def _topk_rows(z, ids, t_k, t_tail, kd_mask, c_kd, loss_fn, want_grad):
@@ -101,8 +88,8 @@ def fused_rows(z, kd_mask, ce_mask, targets, coeffs, loss_fn, teacher_rows, *, v
     ``z`` (n, V) fp32 student logits; ``kd_mask`` / ``ce_mask`` (n,) bool; ``targets`` (n,) next-token ids (any
     value where ``ce_mask`` is False) or None; ``teacher_rows``: ``("topk", ids (n, k), logits (n, k), tail
     (n,))`` or ``("dense", logits (n, V'))``; ``vocab``: the KD compares the first ``vocab`` logits only.
-    ``dz`` is None when ``want_grad`` is False. ``own``: ``z`` and dense teacher logits are temporaries of the
-    caller that may be overwritten (a chunk's buffers: 3 (n, V) buffers instead of 5).
+    ``dz`` is None when ``want_grad`` is False. ``own``: ``z`` is a temporary of the caller that may be
+    overwritten (with dense targets the gradient is written into it).
     """
     c_kd, c_ce = float(coeffs[0]), float(coeffs[1])
     func, tau = _kind(loss_fn)
@@ -128,42 +115,14 @@ def fused_rows(z, kd_mask, ce_mask, targets, coeffs, loss_fn, teacher_rows, *, v
             if ce_w is not None:
                 at_ids = at_ids + ce_w * e_k / total
             dz.scatter_(1, ids, at_ids)
-    else:
-        if func is not losses.forward_kl:
-            raise ValueError(f"dense fused targets support forward_kl only, got {func.__name__}")
-        y = teacher_rows[1].float()
-        zs, ys = (z, y) if vocab is None else (z[:, :vocab], y[:, :vocab])
-        own = own and y.data_ptr() == teacher_rows[1].data_ptr()  # the teacher buffer is ours to overwrite
-        m_s = zs.amax(1, keepdim=True)
-        p_t, m_t, tot_t = _softmax(ys, tau)
-        # KL = sum p_t (b - a) + log(T_s / T_t), a, b the shifted tempered logits: O(1) terms, not O(log V)
-        shift = ys.sub_(zs) if own else torch.sub(ys, zs)  # (n, V): y - z, then minus (m_t - m_s)
-        cross = torch.einsum("nv,nv->n", p_t, shift.sub_(m_t - m_s)) / tau
-        buf = shift if own else None  # own: the teacher's buffer again; else shift is freed first
-        del shift
-        p_s, _, tot_s = _softmax(zs, tau, out=buf, m=m_s)
-        del buf
-        kd = ((cross + (tot_s / tot_t).log().squeeze(1)) * tau**2 * kd_mask).sum()
-        shared = tau == 1.0 and vocab is None  # one softmax serves both terms
-        p1 = None
-        if targets is not None:
-            picked = z.gather(1, targets[:, None])
-            if shared:
-                p1, m1, tot1 = p_s, m_s, tot_s
-            else:  # own: the student buffer is not needed after this
-                p1, m1, tot1 = _softmax(z, 1.0, out=z if own else None, m=m_s)
-            lse = m1 + tot1.log()
-        if want_grad:
-            w_kd = (kd_mask.float() * (tau * c_kd))[:, None]
-            if shared:
-                dz = p_s.mul_(w_kd + (ce_w if ce_w is not None else 0.0)).sub_(p_t.mul_(w_kd))
-            else:
-                dz = p1.mul_(ce_w) if p1 is not None else torch.zeros_like(z)
-                dz[:, : zs.shape[1]] += p_s.sub_(p_t).mul_(w_kd)
+    else:  # dense targets (a live teacher): fused_dense.py
+        beta = loss_fn.keywords.get("beta", 0.5) if isinstance(loss_fn, functools.partial) else 0.5
+        kd, ce, dz = dense_divergence_rows(z, teacher_rows[1], kd_mask, ce_mask, targets, coeffs, func, tau, beta,
+                                           vocab=vocab, want_grad=want_grad, own=own)
+        return torch.stack([kd.float(), ce.float()]), dz
     ce = z.new_zeros(())
     if targets is not None:
-        if teacher_rows[0] == "topk":
-            picked = z.gather(1, targets[:, None])
+        picked = z.gather(1, targets[:, None])
         ce = torch.where(ce_mask, lse.squeeze(1) - picked.squeeze(1), 0.0).sum()
         if want_grad and c_ce != 0:
             dz.scatter_add_(1, targets[:, None], -ce_w)

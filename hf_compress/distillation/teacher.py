@@ -2,8 +2,8 @@
 
 A *source* is called with a micro-batch and the teacher hidden-state indices it needs and returns a
 :class:`TeacherOutput`: dense logits (a live teacher) or top-k ids + logits + the tail's log-sum-exp (a cached
-teacher), plus the requested hidden states. :class:`LiveTeacher` runs a model; :class:`CachedTeacher` reads
-what :func:`~hf_compress.distillation.cache.cache_teacher_outputs` wrote.
+teacher), plus the requested hidden states. :class:`LiveTeacher` runs a model; :class:`~.cached_source.CachedTeacher`
+reads what :func:`~hf_compress.distillation.cache.cache_teacher_outputs` wrote.
 
 A live teacher is never handed to ``accelerate.prepare``: it is a plain module on the local device in every
 process (no DDP / FSDP wrapper, no gradient all-reduce), frozen and in eval mode.
@@ -120,139 +120,6 @@ class LiveTeacher:
 
             return TeacherOutput(final_hidden=out.hidden_states[-1], head=lm_head_of(self.model), hidden_states=hidden)
         return TeacherOutput(logits=getattr(out, "logits", None), hidden_states=hidden)
-
-
-class CachedTeacher:
-    """Teacher outputs read from a cache (:mod:`.cache`): the row of each example is its ``ROW_COLUMN`` value.
-
-    A cached row covers the example's own tokens; the batch may pad it on either side (the offset is found by
-    comparing token ids). A valid loss position outside the cached tokens, or a row whose tokens differ from the
-    example's, is an error: the cache was built from other data.
-    """
-
-    chunkable = True
-
-    def __init__(self, data, meta: dict, dtype: torch.dtype):
-        from .cache_format import ROW_COLUMN
-
-        self.data, self.meta, self.dtype, self.row_column = data.with_format("numpy"), meta, dtype, ROW_COLUMN
-        self.task, self.k = meta["task"], meta["top_k"]
-
-    def check_hidden_layers(self, needed) -> None:
-        missing = sorted(set(needed) - set(self.meta["hidden_layers"]))
-        if missing:
-            raise HfCompressError(
-                f"`teacher_cache` must hold the teacher hidden states {missing} that layer_map pairs with (set "
-                f"alpha_hidden=0, or cache with hidden_layers={sorted(set(needed))}), got hidden_layers="
-                f"{self.meta['hidden_layers']}"
-            )
-
-    def __call__(self, inputs: dict, hidden_layers=(), final_hidden: bool = False) -> TeacherOutput:
-        from .cache_format import decode_hidden
-        from .masks import item_masks
-
-        rows = inputs.get(self.row_column)
-        if rows is None:
-            raise HfCompressError(
-                f"a cached teacher needs the `{self.row_column}` column of the training set; only the training "
-                f"set is cached: evaluate with a live `teacher_model`"
-            )
-        ids = inputs["input_ids"]  # (B, T)
-        (bsz, width), dev = ids.shape, ids.device
-        seq = self.task == "sequence-classification"
-        pos = 1 if seq else width
-        rec = self.data[[int(r) for r in rows]]
-        out = TeacherOutput(covered=torch.zeros(bsz, width, dtype=torch.bool, device=dev))
-        if self.k:
-            out.topk_ids = torch.zeros(bsz, pos, self.k, dtype=torch.long, device=dev)
-            out.topk_logits = torch.zeros(bsz, pos, self.k, device=dev)
-            out.tail_logsumexp = torch.zeros(bsz, pos, device=dev)
-        for j in hidden_layers:
-            out.hidden_states[j] = torch.zeros(bsz, width, self.meta["hidden_size"], dtype=self.dtype, device=dev)
-        for b in range(bsz):
-            cached = torch.as_tensor(rec["input_ids"][b]).to(dev, torch.long)
-            n = cached.numel()
-            off = 0 if torch.equal(ids[b, :n], cached) else width - n
-            if n > width or not torch.equal(ids[b, off:off + n], cached):
-                raise HfCompressError(
-                    f"`teacher_cache` row {int(rows[b])} holds other tokens than the training example matched to "
-                    f"it: build the cache from this train_dataset (same rows, same max_length)"
-                )
-            out.covered[b, off:off + n] = True
-            p = slice(0, 1) if seq else slice(off, off + n)
-            if self.k:
-                out.topk_ids[b, p] = torch.as_tensor(rec["topk_ids"][b]).to(dev, torch.long).view(-1, self.k)
-                out.topk_logits[b, p] = torch.as_tensor(rec["topk_logits"][b]).to(dev).view(-1, self.k)
-                out.tail_logsumexp[b, p] = torch.as_tensor(rec["tail_logsumexp"][b]).to(dev)
-            for j in hidden_layers:
-                h = decode_hidden(rec[f"hidden_{j}"][b], self.meta["hidden_dtype"]).to(dev, self.dtype)
-                out.hidden_states[j][b, off:off + n] = h.view(n, -1)
-        logit_mask, hidden_mask, _ = item_masks(inputs, self.task)
-        need = logit_mask if not seq else None
-        cover = out.covered[:, :-1] if self.task == "causal-lm" else out.covered
-        if (need is not None and bool((need & ~cover).any())) or bool((hidden_mask & ~out.covered).any()):
-            raise HfCompressError(
-                "the batch has valid positions outside the cached tokens (left padding, or rows longer than the "
-                "cache's max_length): pad on the right and tokenize with the cache's max_length"
-            )
-        if seq and self.k:
-            out.topk_ids, out.topk_logits = out.topk_ids[:, 0], out.topk_logits[:, 0]  # (B, k)
-            out.tail_logsumexp = out.tail_logsumexp[:, 0]  # (B,)
-        return out
-
-
-def cached_teacher_for(cache, student: nn.Module, args, train_dataset, tokenizer=None):
-    """Open ``cache`` for distilling into ``student`` on ``train_dataset``: checks before any training step.
-
-    Returns (:class:`CachedTeacher`, task, teacher ``(num_layers, hidden_size)``, the training set with the
-    ``ROW_COLUMN`` index column added).
-    """
-    import datasets
-    import pyarrow.compute as pc
-
-    from .cache_format import ROW_COLUMN, check_fingerprint, open_teacher_cache, tokenizer_hash
-
-    data, meta = open_teacher_cache(cache)
-    where = cache if isinstance(cache, (str, os.PathLike)) else "(dataset)"
-    task = model_task(student)
-    if meta["task"] != task:
-        raise HfCompressError(f"`teacher_cache` holds {meta['task']} outputs ({meta['teacher_class']}) but the "
-                              f"student is a {task} model ({type(student).__name__}); cache a teacher with the same head")
-    if args.alpha_logits > 0:
-        if meta["top_k"] == 0:
-            raise HfCompressError(f"`teacher_cache` {where} holds no logits (top_k=0): set alpha_logits=0 or "
-                                  f"cache with top_k > 0")
-        if args.logit_loss == "mse":
-            raise HfCompressError("`logit_loss` must be forward_kl, reverse_kl or jsd with a teacher cache (it "
-                                  "holds top-k logits only), got 'mse'")
-    s_cfg = student.config
-    width = s_cfg.num_labels if task == "sequence-classification" else getattr(s_cfg, "vocab_size", None)
-    if args.alpha_logits > 0 and task != "base" and meta["logit_width"] != width:
-        raise HfCompressError(f"`teacher_cache` holds logits over {meta['logit_width']} ids but the student has "
-                              f"{width}: cache a teacher with the student's vocabulary (or label count)")
-    strategy = getattr(getattr(args, "eval_strategy", "no"), "value", getattr(args, "eval_strategy", "no"))
-    if strategy != "no":
-        raise HfCompressError(f"`eval_strategy` must be 'no' with a teacher_cache (only the training set is cached; "
-                              f"evaluate with a live teacher_model), got {strategy!r}")
-    if not isinstance(train_dataset, datasets.Dataset):
-        raise HfCompressError(f"`train_dataset` must be the datasets.Dataset the cache was built from (rows are "
-                              f"matched by index), got {type(train_dataset).__name__}")
-    if len(train_dataset) != meta["num_rows"]:
-        raise HfCompressError(f"`train_dataset` must have the cache's {meta['num_rows']} rows, got "
-                              f"{len(train_dataset)}; cache this training set")
-    stored = meta["fingerprint"]
-    check_fingerprint(stored, {"dataset": train_dataset._fingerprint,
-                               "tokenizer": tokenizer_hash(tokenizer) if stored.get("tokenizer") else None},
-                      where=str(where), fix="cache this training set with this tokenizer (cache_teacher_outputs)")
-    limit = stored.get("max_length")
-    longest = pc.max(pc.list_value_length(train_dataset.data.column("input_ids"))).as_py() or 0
-    if limit is not None and longest > limit:
-        raise HfCompressError(f"`teacher_cache` {where} was written with max_length={limit}: training rows "
-                              f"must be at most that long, got a row of {longest} tokens; truncate them or recache")
-    if ROW_COLUMN in train_dataset.column_names:
-        train_dataset = train_dataset.remove_columns(ROW_COLUMN)
-    train_dataset = train_dataset.add_column(ROW_COLUMN, list(range(len(train_dataset))))
-    return CachedTeacher(data, meta, student.dtype), task, (meta["num_layers"], meta["hidden_size"]), train_dataset
 
 
 def _mapping(tokenizer, n: int) -> list:

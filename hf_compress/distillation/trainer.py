@@ -42,7 +42,8 @@ from .generation import generate_completions
 from .masks import WindowCounts, item_masks, window_totals
 from .metrics import DistillationEvalMixin
 from .peft_student import base_of, check_student, teacher_source
-from .teacher import cached_teacher_for, load_teacher, shared_vocab
+from .cached_source import EvalCaches, cached_teacher_for
+from .teacher import load_teacher, shared_vocab
 
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
@@ -65,13 +66,16 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
 
     The teacher object is changed in place (frozen, eval mode, moved to the student's device and dtype), as the
     Trainer does with the student; pass a copy to keep the original as it was. ``evaluate()`` / ``predict()`` are
-    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``).
+    the stock ones (``compute_metrics`` included) with the distillation terms added (``metrics.py``). With
+    ``teacher_cache``, an eval set's terms come from ``eval_teacher_cache`` (its rows matched by index, as in
+    training); an eval set without one is evaluated on the student's task loss (``cached_source.EvalCaches``).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the whole window's counts
 
     def __init__(self, model=None, teacher_model=None, args: DistillationArguments | None = None,
-                 teacher_trust_remote_code: bool = False, teacher_cache=None, teacher_tokenizer=None, **kwargs):
+                 teacher_trust_remote_code: bool = False, teacher_cache=None, teacher_tokenizer=None,
+                 eval_teacher_cache=None, **kwargs):
         if not isinstance(args, DistillationArguments):
             raise HfCompressError(f"`args` must be a DistillationArguments, got {type(args).__name__}")
         if (teacher_model is None) == (teacher_cache is None):
@@ -80,10 +84,19 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                                   f"{'both' if teacher_model is not None else 'neither'}")
         if kwargs.get("model_init") is not None or kwargs.get("compute_loss_func") is not None:
             raise HfCompressError("DistillationTrainer does not support `model_init` or `compute_loss_func`")
+        if eval_teacher_cache is not None and teacher_cache is None:
+            raise HfCompressError("`eval_teacher_cache` must be None with a live teacher_model (it evaluates with the "
+                                  "teacher itself), got a cache; pass teacher_cache for training from a cache")
         check_student(model)
+        self._eval_caches, self._eval_teacher = None, None
         if teacher_cache is not None:  # checked before the Trainer is built: it needs the row column
+            given = kwargs.get("train_dataset")
             source, task, t_shape, kwargs["train_dataset"] = cached_teacher_for(
-                teacher_cache, base_of(model), args, kwargs.get("train_dataset"), kwargs.get("processing_class"))
+                teacher_cache, base_of(model), args, given, kwargs.get("processing_class"))
+            self._eval_caches = EvalCaches(base_of(model), args, source, kwargs.get("processing_class"),
+                                           (given, kwargs["train_dataset"]))
+            if eval_teacher_cache is not None:  # eval rows matched by index, checked like the training rows
+                kwargs["eval_dataset"] = self._eval_caches.add_all(eval_teacher_cache, kwargs.get("eval_dataset"))
         super().__init__(model=model, args=args, **kwargs)
         self.add_callback(NonFiniteGuard())  # diverged weights stop the run, naming the step
         student = base_of(self.model)  # a PEFT student: the transformers model inside it (peft_student.py)
@@ -129,6 +142,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         if pairs:
             if teacher_cache is not None:
                 source.check_hidden_layers([t for _, t in pairs])
+                self._eval_caches.check_hidden_layers([t for _, t in pairs])
             with torch.random.fork_rng(devices=[]):  # same initial projections in every process
                 torch.manual_seed(args.seed)
                 self.projections = HiddenProjections(pairs, hidden_width(student), t_shape[1])
@@ -189,8 +203,9 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         args = self.args
         labels = inputs.get("labels")
         logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
-        use_task = args.alpha_task > 0 and labels is not None and n_task > 0
-        want_hidden = bool(self.layer_pairs) or self.embedding_pair is not None
+        source = self.teacher_source  # None: evaluating a teacher-cache run on rows with no cache (task loss only)
+        use_task = (args.alpha_task > 0 or source is None) and labels is not None and n_task > 0
+        want_hidden = (bool(self.layer_pairs) or self.embedding_pair is not None) and source is not None
         t_layers = {t for _, t in self.layer_pairs} | ({self.embedding_pair[1]} if self.embedding_pair else set())
         train_step = counts is not None and model.training and torch.is_grad_enabled()
         chunk = bool(args.logit_chunk_size) and train_step
@@ -200,8 +215,8 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                           if (use_task and not (chunk or fused) or k != "labels") and k != ROW_COLUMN}
         extra = {"logits_to_keep": 1, "output_hidden_states": True} if chunk else {}
         s_out = model(**student_inputs, **{"output_hidden_states": want_hidden, **extra})
-        t_out = self.teacher_source(inputs, sorted(t_layers),
-                                    **({"final_hidden": True} if chunk else {}))
+        t_out = None if source is None else source(inputs, sorted(t_layers),
+                                                   **({"final_hidden": True} if chunk else {}))
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "embedding": zero, "student": s_out, "teacher": t_out}
         if chunk or fused:
@@ -216,7 +231,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             out["head_loss"], out["kd"], out["task"] = chunked_causal_terms(
                 s_out.hidden_states[-1], lm_head_of(model), t_out, logit_mask, labels, self._logit_loss, coeffs,
                 args.logit_chunk_size, vocab=self.vocab, into_grad=self._head_grad_in_place())
-        elif args.alpha_logits > 0:
+        elif args.alpha_logits > 0 and t_out is not None:
             cut = (lambda x: x[:, :-1]) if self.causal else (lambda x: x)  # (B, T-1, V): i predicts i+1
             if t_out.logits is not None:  # a teacher with padding rows: the common ids only
                 s_logits, t_logits = cut(s_out.logits)[..., :self.vocab], cut(t_out.logits)[..., :self.vocab]
@@ -224,11 +239,11 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                 s_logits, t_logits = losses.topk_buckets(cut(s_out.logits), cut(t_out.topk_ids),
                                                          cut(t_out.topk_logits), cut(t_out.tail_logsumexp))
             out["kd"] = self._logit_loss(s_logits, t_logits, mask=logit_mask, reduction="sum")
-        if self.embedding_pair is not None:
+        if self.embedding_pair is not None and t_out is not None:
             pair = self.embedding_pair
             out["embedding"] = losses.embedding_cosine(self.projections(s_out.hidden_states[pair[0]], pair),
                                                        t_out.hidden_states[pair[1]], hidden_mask, reduction="sum")
-        if self.layer_pairs:
+        if self.layer_pairs and t_out is not None:
             total = zero
             for pair in self.layer_pairs:
                 h_s = self.projections(s_out.hidden_states[pair[0]], pair)  # (B, T, d_T)

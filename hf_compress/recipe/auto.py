@@ -173,8 +173,11 @@ def run_auto(model: str, data: str, target, *, task: str = "feature-extraction",
              max_drop: float | None = None, minutes: float | None = None, top_k: int = 3, heal_steps: int = 20,
              distill_steps: int = 100, distill: dict | None = None, log: str | None = None, dry_run: bool = False,
              max_samples: int | None = None, eval_samples: int = 128, eval_max_length: int = 128, seed: int = 0,
-             evaluate=None, space: dict | None = None, latency_fn=None, progress: bool = True) -> AutoResult:
-    """Plan for ``target`` and (unless ``dry_run``) write the planned model, its card and recipe."""
+             evaluate=None, space: dict | None = None, latency_fn=None, progress: bool = True,
+             plan=None) -> AutoResult:
+    """Plan for ``target`` and (unless ``dry_run``) write the planned model, its card and recipe. ``plan``: a
+    :class:`~hf_compress.planner.Plan` made before (e.g. by a ``dry_run`` call with the same options), run
+    as it is instead of searching again."""
     import torch
 
     from ..planner import plan_compression
@@ -186,17 +189,22 @@ def run_auto(model: str, data: str, target, *, task: str = "feature-extraction",
                                 eval_samples, eval_max_length)
     raw = _base_recipe(model, data, task, output_dir, max_samples, eval_samples, eval_max_length, seed, evaluate)
     base = parse_recipe(raw)  # model / data / task checked before anything is loaded
-    torch.manual_seed(seed)
-    loaded, tokenizer, _ = load_model(base.model, task, seed)
-    train, heldout = load_texts(base.data)
     log = log if log is not None else str(Path(output_dir).absolute()) + ".auto-log.jsonl"
-    plan = plan_compression(
-        loaded, train, tokenizer=tokenizer, target=target, task=task, heldout=heldout, space=space,
-        max_drop=max_drop, top_k=top_k, heal_steps=heal_steps, distill_steps=distill_steps, distill=distill,
-        minutes=minutes, log=log, latency_fn=latency_fn, seed=seed,
-        max_length=clip_length(loaded, eval_max_length), eval_texts=eval_samples, progress=progress,
-    )
-    del loaded
+    if plan is None:
+        torch.manual_seed(seed)
+        loaded, tokenizer, _ = load_model(base.model, task, seed)
+        train, heldout = load_texts(base.data)
+        plan = plan_compression(
+            loaded, train, tokenizer=tokenizer, target=target, task=task, heldout=heldout, space=space,
+            max_drop=max_drop, top_k=top_k, heal_steps=heal_steps, distill_steps=distill_steps, distill=distill,
+            minutes=minutes, log=log, latency_fn=latency_fn, seed=seed,
+            max_length=clip_length(loaded, eval_max_length), eval_texts=eval_samples, progress=progress,
+        )
+        del loaded
+    elif str(plan.target) != str(target):
+        from ..errors import HfCompressError
+
+        raise HfCompressError(f"`plan` must be a plan for target {target}, got one for {plan.target}")
     recipe = plan.to_recipe(raw["model"], output_dir, data=raw["data"], evaluate=evaluate,
                             eval_samples=eval_samples)
     parsed = parse_recipe(recipe)

@@ -71,11 +71,13 @@ def test_topk_rows_whose_tail_underflows_are_exact():
     _check(z, kd_mask, ce_mask, targets, torch.tensor([1.0, 0.5]), loss_fn, rows)
 
 
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd", "jsd-0.2"])
 @pytest.mark.parametrize("tau", [1.0, 2.0])
 @pytest.mark.parametrize("vocab", [None, 31])
-def test_dense_forward_kl_rows_equal_autograd(tau, vocab):
+def test_dense_rows_equal_autograd(kind, tau, vocab):
     z, t, kd_mask, ce_mask, targets = _case(5)
-    loss_fn = functools.partial(losses.forward_kl, temperature=tau)
+    extra = {"beta": float(kind.split("-")[1])} if "-" in kind else {}
+    loss_fn = functools.partial(FUNCS[kind.split("-")[0]], temperature=tau, **extra)
     coeffs = torch.tensor([0.4, 1.3])
     _check(z, kd_mask, ce_mask, targets, coeffs, loss_fn, ("dense", t), vocab)
     # own=True (a chunk's temporaries, overwritten in place): the same sums and gradient
@@ -89,7 +91,8 @@ def test_dense_forward_kl_rows_equal_autograd(tau, vocab):
 def test_without_labels_and_with_zero_weights():
     z, t, kd_mask, ce_mask, targets = _case(7)
     loss_fn = functools.partial(losses.forward_kl, temperature=1.0)
-    for rows in (_topk(t, 5), ("dense", t)):
+    jsd = functools.partial(losses.generalized_jsd, temperature=2.0, beta=0.5)
+    for rows, loss_fn in ((_topk(t, 5), loss_fn), (("dense", t), loss_fn), (("dense", t), jsd)):
         sums, dz = fused_rows(z.clone(), kd_mask, None, None, torch.tensor([0.5, 0.0]), loss_fn, rows)
         ref, ref_dz = _reference(z, kd_mask, torch.zeros_like(ce_mask), targets, torch.tensor([0.5, 0.0]),
                                  loss_fn, rows)
@@ -117,7 +120,8 @@ def test_supported_kinds():
     dense = TeacherOutput(logits=torch.zeros(1, 1, 2))
     assert fused_supported(functools.partial(losses.generalized_jsd, temperature=2.0, beta=0.5), topk)
     assert fused_supported(functools.partial(losses.forward_kl, temperature=2.0), dense)
-    assert not fused_supported(functools.partial(losses.reverse_kl, temperature=1.0), dense)
+    assert fused_supported(functools.partial(losses.reverse_kl, temperature=1.0), dense)
+    assert not fused_supported(losses.logit_mse, dense)
     assert not fused_supported(losses.logit_mse, topk)
 
 
@@ -140,7 +144,8 @@ def _trainer_grads(tmp_path, student, ds, fused, bs=8, ga=1, **kw):
     return cap.grads[0], trainer.state.log_history[0]
 
 
-@pytest.mark.parametrize("setup", ["live-forward_kl", "cache-jsd", "cache-forward_kl-ga"])
+@pytest.mark.parametrize("setup", ["live-forward_kl", "live-reverse_kl", "live-jsd-ga", "cache-jsd",
+                                   "cache-forward_kl-ga"])
 def test_fused_trainer_step_equals_the_autograd_step(tmp_path, setup):
     from distill_fixtures import make_dataset, make_models
 
@@ -159,3 +164,21 @@ def test_fused_trainer_step_equals_the_autograd_step(tmp_path, setup):
         torch.testing.assert_close(got[name], g, rtol=1e-5, atol=1e-6, msg=name)
     for key in ("loss", "loss_kd", "loss_hidden", "loss_task"):
         assert log_f[key] == pytest.approx(log_r[key], rel=1e-5), key
+
+
+def test_dense_blocks_cut_at_the_shared_vocabulary(monkeypatch):
+    """Column blocks smaller than the row: several blocks, one ending at ``vocab`` (KD and CE-only columns)."""
+    from hf_compress.distillation import fused_dense
+
+    assert fused_dense._blocks(3000, 4096, stop=1500) == [(0, 1024), (1024, 1500), (1500, 2048), (2048, 3000)]
+    monkeypatch.setattr(fused_dense, "_BLOCK", (63, 7))  # 9 rows: 7 columns per block
+    z, t, kd_mask, ce_mask, targets = _case(11)
+    for kind in ("reverse_kl", "jsd"):
+        loss_fn = functools.partial(FUNCS[kind], temperature=2.0)
+        _check(z, kd_mask, ce_mask, targets, torch.tensor([0.7, 0.9]), loss_fn, ("dense", t), 31)
+        _check(z, kd_mask, ce_mask, targets, torch.tensor([0.7, 0.9]), loss_fn, ("dense", t))
+        coeffs = torch.tensor([0.7, 0.9])
+        sums, dz = fused_rows(z.clone(), kd_mask, ce_mask, targets, coeffs, loss_fn, ("dense", t), vocab=31, own=True)
+        ref_sums, ref_dz = _reference(z, kd_mask, ce_mask, targets, coeffs, loss_fn, ("dense", t), 31)
+        torch.testing.assert_close(sums, ref_sums, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(dz, ref_dz, rtol=1e-5, atol=1e-6)

@@ -108,3 +108,20 @@ def test_dry_run_plans_only(model_dir, data_file, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code in (0, 3) and not out.exists() and log.is_file()
     assert "| candidate |" in printed and "stages:" in printed
+
+
+def test_a_plan_made_before_is_run_as_it_is(auto_run, model_dir, data_file, tmp_path, monkeypatch):
+    import hf_compress.planner as planner
+    from hf_compress.errors import HfCompressError
+
+    result, out = auto_run
+    monkeypatch.setattr(planner, "plan_compression", lambda *a, **k: pytest.fail("searched again"))
+    again = tmp_path / "again"
+    options = dict(heal_steps=2, distill_steps=3, eval_samples=8, eval_max_length=32, top_k=2, progress=False,
+                   plan=result.plan)
+    rerun = run_auto(model_dir, data_file, "params=0.7", output_dir=str(again), **options)
+    assert rerun.plan is result.plan and rerun.recipe["stages"] == result.recipe["stages"]
+    a, b = weights(out), weights(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(HfCompressError, match="`plan` must be a plan for target params=0.5, got one for params=0.7"):
+        run_auto(model_dir, data_file, "params=0.5", output_dir=str(tmp_path / "x"), **options)

@@ -72,3 +72,8 @@ def test_auto_out_of_time_writes_the_best_sized_candidate_and_exits_3(racing_clo
     assert code == 3
     assert "target missed: no candidate could be scored" in err and "not measured" in err and str(out) in err
     assert (out / "model.safetensors").is_file() and "not measured" in (out / "README.md").read_text()
+
+
+def test_the_phases_share_the_budget():
+    assert phases.deadlines(100.0, 10) == {"measure": 100.0 + 330.0, "proxy": 100.0 + 540.0}
+    assert phases.deadlines(0.0, None) == {"measure": float("inf"), "proxy": float("inf")}
