@@ -1,7 +1,9 @@
 """Peak memory of a distillation training step with and without chunked logit losses (``logit_chunk_size``).
 
 Called by ``bench_distill_speed.py --parts memory`` (which renders ``benchmarks/distill_speed.md``); runnable alone
-for one setting: ``python scripts/bench_distill_memory.py '<config json>' 256`` prints one JSON line.
+for one setting: ``python scripts/bench_distill_memory.py '<config json>' 256`` prints one JSON line;
+``python scripts/bench_distill_memory.py --interleave 256 4``: gemma-3-shaped step seconds, unchunked and chunked
+alternated in one process (the step-time comparison, less exposed to load than separate processes).
 
 Per model (a SmolLM2-shaped V = 49,152 and a gemma-3-shaped V = 262,144 model of depth 2, built from configs)
 and setting (no logit loss at all, unchunked, chunked), in a fresh process each: three forward + backward
@@ -85,6 +87,41 @@ def memory_step(cfg: dict, chunk) -> dict:
             "later_s": min(times[1:]), "peaks": peaks, "times": times}
 
 
+def interleaved_times(cfg: dict, chunk: int, rounds: int) -> dict:
+    """Seconds of one training step (forward + backward, .grad None as in every Trainer step) unchunked and at
+    ``logit_chunk_size=chunk``, alternated in one process (order swapped every round) after one warm-up round."""
+    import transformers
+
+    from hf_compress import DistillationArguments, DistillationTrainer
+
+    cfg = dict(cfg)
+    shape = cfg.pop("shape")
+    config = getattr(transformers, cfg.pop("cls"))(**cfg)
+    torch.manual_seed(0)
+    teacher = transformers.AutoModelForCausalLM.from_config(config).eval()
+    student = transformers.AutoModelForCausalLM.from_config(config).train()
+    trainers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in (0, chunk):
+            args = DistillationArguments(output_dir=tmp, report_to="none", use_cpu=True, alpha_logits=1.0,
+                                         temperature=1.0, logit_chunk_size=c)
+            trainers[c] = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    ids = torch.randint(4, config.vocab_size, tuple(shape))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    times = {0: [], chunk: []}
+    for rnd in range(rounds + 1):
+        for c in ((0, chunk) if rnd % 2 == 0 else (chunk, 0)):
+            student.zero_grad(set_to_none=True)
+            counts = trainers[c]._window_counts([batch], reduce=False)
+            t0 = time.perf_counter()
+            trainers[c].compute_loss(student, batch, num_items_in_batch=counts).backward()
+            if rnd:  # round 0 warms up
+                times[c].append(time.perf_counter() - t0)
+    ratios = [b / a for a, b in zip(times[0], times[chunk])]
+    return {"unchunked_s": times[0], "chunked_s": times[chunk], "chunked_over_unchunked": ratios,
+            "median_ratio": sorted(ratios)[len(ratios) // 2]}
+
+
 def bench_memory(tiny: bool, tokens: int | None = None, chunks=(256,), load=lambda: "") -> list[dict]:
     """Per model: the step without logit loss, unchunked, chunked at each of ``chunks`` rows."""
     models = [("SmolLM2-shaped", dict(SMOL)), ("gemma-3-shaped", dict(GEMMA, shape=[1, tokens or 1024]))]
@@ -137,5 +174,8 @@ def render_rows(rows: list[dict]) -> list[str]:
 if __name__ == "__main__":
     sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    if sys.argv[1] == "--interleave":  # --interleave CHUNK ROUNDS: gemma-3-shaped step times, one process
+        print(json.dumps(interleaved_times(GEMMA, int(sys.argv[2]), int(sys.argv[3]))))
+        sys.exit(0)
     setting = sys.argv[2]
     print(json.dumps(memory_step(json.loads(sys.argv[1]), setting if setting == "none" else int(setting))))

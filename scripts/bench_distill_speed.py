@@ -157,7 +157,8 @@ def render(results: dict, notes: str = "") -> str:
         from bench_distill_memory import __doc__ as how, render_rows
 
         lines += ["## Peak memory of one training step (forward + backward above what was resident before it)", "",
-                  how.split("\n\n", 2)[2].strip(), "", *render_rows(results["memory"]), ""]
+                  how.split("\n\n", 2)[2].strip(), "",  # rows of the older format (no first step) are skipped
+                  *render_rows([r for r in results["memory"] if "first_bytes" in r]), ""]
     if notes:
         lines += [NOTES, notes.strip(), ""]
     return "\n".join(lines)

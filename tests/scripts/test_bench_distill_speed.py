@@ -25,3 +25,12 @@ def test_tiny_run_writes_every_table_and_never_the_published_file(tmp_path):
     assert all(r["rel_error"] >= 0 for r in results["kl"]) and len(results["memory"]) == 4
     assert all(isinstance(r[f"{kind}_loss_bytes"], int) for r in results["memory"] for kind in ("first", "later"))
     assert (published.read_text() if published.exists() else None) == before
+
+
+def test_interleaved_step_times_on_a_tiny_model():
+    import bench_distill_memory
+
+    cfg = dict(bench_distill_memory.GEMMA, **bench_distill_memory.TINY)
+    got = bench_distill_memory.interleaved_times(cfg, 8, 2)
+    assert len(got["unchunked_s"]) == len(got["chunked_s"]) == len(got["chunked_over_unchunked"]) == 2
+    assert got["median_ratio"] in got["chunked_over_unchunked"]
