@@ -3,7 +3,7 @@ embedding cosine to the base, and the probes of the demo's outside-data table (b
 ``topic_probe`` in domain, ``snli_probe``, ``snli_ranking``, ``docs_probe`` outside; hf_compress.recipe.probes).
 
     python scripts/compare_models.py minilm demo=out/minilm-l3-int8 auto=out/bench-auto/minilm-speedup5 \\
-        --out /tmp/compare.json
+        --trust-remote-code --out /tmp/compare.json
 
 Each int8 checkpoint is timed compiled (``compile_int8``, as the recipes that wrote them run it); ``--eager``
 times the ``from_pretrained`` kernels instead. Prints a markdown table; ``--out`` writes the rows as JSON.
@@ -22,7 +22,7 @@ PROBES = ("snli_probe", "snli_ranking", "docs_probe")
 
 
 def compare(base: str, folders: dict[str, str], repeats: int = 9, eager: bool = False, samples: int = 256,
-            probes: bool = True) -> list[dict]:
+            probes: bool = True, trust_remote_code: bool = False) -> list[dict]:
     import torch
     from transformers import AutoTokenizer
 
@@ -36,7 +36,8 @@ def compare(base: str, folders: dict[str, str], repeats: int = 9, eager: bool = 
     from hf_compress.recipe.probes import outside_probes, topic_probe
 
     paths = {"base": resolve_model_path(base), **{k: resolve_model_path(v) for k, v in folders.items()}}
-    models = {k: load_compressed(p, task="feature-extraction").eval() for k, p in paths.items()}
+    models = {k: load_compressed(p, task="feature-extraction", trust_remote_code=trust_remote_code).eval()
+              for k, p in paths.items()}
     compiled = {k for k, m in models.items() if not eager and any(isinstance(x, Int8Linear) for x in m.modules())}
     for key in compiled:
         compile_int8(models[key])
@@ -79,6 +80,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--eager", action="store_true", help="time int8 checkpoints with their eager kernels")
     p.add_argument("--no-probes", action="store_true")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run a folder's own modeling code (checkpoints with physically pruned BERT heads ship it)")
     p.add_argument("--out", help="JSON rows")
     args = p.parse_args(argv)
     folders = {}
@@ -88,7 +91,8 @@ def main(argv=None) -> None:
             p.error(f"each folder must be LABEL=FOLDER, got {item!r}")
         folders[label] = folder
     load0, t0, c0 = os.getloadavg()[0], time.perf_counter(), time.process_time()
-    rows = compare(args.base, folders, args.repeats, args.eager, probes=not args.no_probes)
+    rows = compare(args.base, folders, args.repeats, args.eager, probes=not args.no_probes,
+                   trust_remote_code=args.trust_remote_code)
     meta = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "load_before": load0,
             "load_after": os.getloadavg()[0], "threads": __import__("torch").get_num_threads()}
     print(table(rows))

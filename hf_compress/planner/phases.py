@@ -88,7 +88,10 @@ def speed_phase(live, rows, latency, target, base_layers, notes, deadline, max_d
     ref = Candidate(base_layers)
     modes = sorted({c.int8 for c in live if c.int8 is not None})
     if ref.key in rows and "status" not in rows[ref.key]:
-        latency(ref)
+        latency(ref)  # the base shape against a copy of itself: how far a ratio is from exact on this machine
+        noise = rows[ref.key]["speedup"]
+        notes.append(f"the base shape timed against itself measured {noise:.2f}× (exact: 1.00×): read every "
+                     f"measured speed-up to about ±{100 * abs(noise - 1):.0f}%")
     gains = {}
     for mode in modes:  # int8 gain on the base shape decides whether the mode is worth measuring at all
         probe = Candidate(base_layers, int8=mode)

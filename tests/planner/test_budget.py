@@ -41,6 +41,8 @@ def test_sizing_counts_against_the_budget_and_the_ends_are_always_measured(racin
     measured = [r for r in rows.values() if r.get("latency_source") == "measured" and r["int8"] is None]
     assert {r["key"] for r in measured} == {"L4-h0-f0-fp32", "L2-h0.5-f0.5-fp32"}  # smallest sized: ALWAYS=2
     assert any("not measured within the 1-minute budget" in n for n in p.notes)
+    assert "the base shape timed against itself measured 1.00× (exact: 1.00×): read every measured speed-up to " \
+           "about ±0%" in p.notes
 
 
 def test_nothing_scored_in_time_returns_the_best_sized_candidate_marked_not_measured(racing_clock):
