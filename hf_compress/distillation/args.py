@@ -76,6 +76,11 @@ class DistillationArguments(TrainingArguments):
         default=1.0, metadata={"help": "Sampling temperature of the completions (the loss uses `temperature`)."}
     )
 
+    @property
+    def term_alphas(self) -> tuple[float, float, float, float]:
+        """The weights of the loss terms, in the trainer's order: logits, hidden, task, embedding."""
+        return self.alpha_logits, self.alpha_hidden, self.alpha_task, self.alpha_embedding
+
     def __post_init__(self):
         for f in fields(self):  # ours and TrainingArguments': a NaN/inf rate, weight or epsilon trains garbage
             value = getattr(self, f.name, None)

@@ -33,12 +33,8 @@ _TERMS = ("kd", "hidden", "task", "embedding")  # each term and its count key be
 _COUNTS = ("n_logits", "n_hidden", "n_task", "n_sequences")
 
 
-def _alphas(args) -> tuple[float, ...]:
-    return args.alpha_logits, args.alpha_hidden, args.alpha_task, args.alpha_embedding
-
-
 def _weighted(args, parts: dict) -> float:
-    return sum(alpha * parts[term] for term, alpha in zip(_TERMS, _alphas(args)))
+    return sum(alpha * parts[term] for term, alpha in zip(_TERMS, args.term_alphas))
 
 
 class EvalSums:
@@ -95,7 +91,7 @@ class EvalSums:
         a, p = trainer.args, prefix
         parts = {term: s[term] / max(s[n], 1) for term, n in zip(_TERMS, _COUNTS)}
         if self.teacher:
-            metrics, alphas = {f"{p}_loss": _weighted(a, parts)}, zip(_TERMS, _alphas(a))
+            metrics, alphas = {f"{p}_loss": _weighted(a, parts)}, zip(_TERMS, a.term_alphas)
         else:  # no teacher outputs for these rows: the student's own task loss, as a plain Trainer reports it
             metrics, alphas = ({f"{p}_loss": parts["task"]}, (("task", 1.0),)) if s["n_task"] else ({}, ())
         for term, alpha in alphas:

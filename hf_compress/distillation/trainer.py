@@ -139,6 +139,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), t_shape[0],
                                                    args.include_embeddings)
         pairs = list(dict.fromkeys(self.layer_pairs + ([self.embedding_pair] if self.embedding_pair else [])))
+        self._teacher_layers = sorted({t for _, t in pairs})  # the teacher hidden states every step reads
         if pairs:
             if teacher_cache is not None:
                 source.check_hidden_layers([t for _, t in pairs])
@@ -206,7 +207,6 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         source = self.teacher_source  # None: evaluating a teacher-cache run on rows with no cache (task loss only)
         use_task = (args.alpha_task > 0 or source is None) and labels is not None and n_task > 0
         want_hidden = (bool(self.layer_pairs) or self.embedding_pair is not None) and source is not None
-        t_layers = {t for _, t in self.layer_pairs} | ({self.embedding_pair[1]} if self.embedding_pair else set())
         train_step = counts is not None and model.training and torch.is_grad_enabled()
         chunk = bool(args.logit_chunk_size) and train_step
         # causal LM, full logits: KD + task cross-entropy in one softmax pass with its own gradient (fused.py)
@@ -215,7 +215,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
                           if (use_task and not (chunk or fused) or k != "labels") and k != ROW_COLUMN}
         extra = {"logits_to_keep": 1, "output_hidden_states": True} if chunk else {}
         s_out = model(**student_inputs, **{"output_hidden_states": want_hidden, **extra})
-        t_out = None if source is None else source(inputs, sorted(t_layers),
+        t_out = None if source is None else source(inputs, self._teacher_layers,
                                                    **({"final_hidden": True} if chunk else {}))
         zero = torch.zeros((), device=hidden_mask.device)
         out = {"kd": zero, "hidden": zero, "task": zero, "embedding": zero, "student": s_out, "teacher": t_out}
@@ -272,7 +272,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         a = self.args
         parts = torch.stack([terms["kd"] / counts.logits.item(), terms["hidden"] / counts.hidden.item(),
                              terms["task"] / counts.task.item(), terms["embedding"] / counts.sequences.item()])
-        weights = torch.tensor([a.alpha_logits, a.alpha_hidden, a.alpha_task, a.alpha_embedding], device=parts.device)
+        weights = torch.tensor(a.term_alphas, device=parts.device)
         loss = (parts * weights).sum() * counts.world_factor
         if "head_loss" in terms:  # chunked / fused: KD and task are already weighted (and differentiable) in head_loss
             loss = terms["head_loss"] + (parts[1] * a.alpha_hidden + parts[3] * a.alpha_embedding) * counts.world_factor
@@ -290,9 +290,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             sums = self._term_sums.clone()
             if self.accelerator.num_processes > 1:
                 sums = self.accelerator.reduce(sums.to(self.args.device), "sum").cpu()
-            a = self.args
-            alphas = (a.alpha_logits, a.alpha_hidden, a.alpha_task, a.alpha_embedding)
-            for name, value, alpha in zip(_TERMS, sums.tolist(), alphas):
+            for name, value, alpha in zip(_TERMS, sums.tolist(), self.args.term_alphas):
                 if alpha > 0:
                     logs[name] = value / self._windows_seen
             self._term_sums.zero_()
