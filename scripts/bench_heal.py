@@ -137,9 +137,7 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
     teacher, tokenizer, corpora, model_name = heal_data.setup(s, tiny)
     device = torch.device(s.device)
     teacher.to(device)
-    n_quant = s.quant_batches * s.batch_size
-    blocks = heal_data.training_blocks(tokenizer, corpora, s.steps * s.batch_size + n_quant, s.seq_len)
-    train_blocks, quant_blocks = blocks[: s.steps * s.batch_size], blocks[s.steps * s.batch_size:]
+    train_blocks, quant_blocks = heal_data.run_blocks(tokenizer, corpora, s)
     calib = [{"input_ids": b} for b in quant_blocks.split(s.batch_size)]
     from hf_compress.evaluation import texts_for_tokens, tokenize_batches
 
@@ -260,8 +258,7 @@ def _cache_only(s: HealSettings, tiny: bool) -> int:
     if not s.cache_dir:
         raise SystemExit("bench_heal: --cache-only needs a folder: add --set cache_dir=DIR")
     teacher, tokenizer, corpora, _ = heal_data.setup(s, tiny)
-    blocks = heal_data.training_blocks(tokenizer, corpora, s.steps * s.batch_size + s.quant_batches * s.batch_size,
-                                       s.seq_len)[: s.steps * s.batch_size]
+    blocks, _ = heal_data.run_blocks(tokenizer, corpora, s)
     cost = heal_data.cache_teacher(teacher.to(s.device), tokenizer, s, blocks, Path(s.cache_dir))
     logger.warning("teacher cache in %s: %.1f CPU-min (%.1f wall-min)", s.cache_dir, cost["cache_cpu_s"] / 60,
                    cost["cache_wall_s"] / 60)

@@ -92,6 +92,14 @@ def tiny_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
 
 
+def run_blocks(tokenizer, corpora: Corpora, s) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training blocks, quantization-calibration blocks) of one run's budget ``s``: the very blocks a kept
+    teacher cache (``--cache-only``) was written for, so its fingerprint matches the run that reads it."""
+    n_train = s.steps * s.batch_size
+    blocks = training_blocks(tokenizer, corpora, n_train + s.quant_batches * s.batch_size, s.seq_len)
+    return blocks[:n_train], blocks[n_train:]
+
+
 def tiny_setup(seed: int, pretrain_steps: int = 60):
     """(teacher, tokenizer, corpora): an 8-layer hidden-64 Llama trained ``pretrain_steps`` AdamW steps on the
     tiny domains, so that pruning it costs perplexity that healing can win back."""
