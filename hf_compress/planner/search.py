@@ -3,7 +3,8 @@
     >>> plan = plan_compression(model, texts, tokenizer=tok, target="speedup=4", task="feature-extraction")
     >>> plan.stages, plan.predicted["speedup"], plan.met
 
-1. size of every candidate, exactly, from its float shape on random weights (int8 by its byte rule; :mod:`.cost`);
+1. size of every candidate, exactly, from its float shape on random weights (int8 by its byte rule; :mod:`.cost`),
+   then the fitted candidates between grid points that straddle the target (:mod:`.refine`);
 2. latency of the shapes a speed target needs, measured side by side with the base and cached per shape
    (an int8 mode measured slower than float on the base shape is left out; int8 shapes are estimated from
    their float shape until shortlisted); 1 and 2 stop at 55% of ``minutes``, except for the base shape and
@@ -34,9 +35,10 @@ from .cost import CostModel, run_stages
 from .phases import FAILS, size_phase, speed_phase
 from .plan import Plan, SearchLog
 from .quality import proxy_loss, quality_score
+from .refine import fit_candidates
 from .search_steps import best_sized, final_stages, heal_fields, pick, summary
 from .shapes import PrefixCache
-from .space import Candidate, build_space
+from .space import DEFAULT_SPACE, Candidate, build_space
 from .targets import Target, parse_target
 
 __all__ = ["plan_compression"]
@@ -128,6 +130,8 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
     for cand in cands:
         rows[cand.key] = {"key": cand.key, "summary": summary(cand, base_layers), **cand.to_dict()}
     live = size_phase(cands, rows, cost, base_layers, deadline["measure"], notes, progress, slog)
+    if {**DEFAULT_SPACE, **(space or {})}.get("fit", True):
+        live += _fitted(live, rows, cost, target, base_layers, slog, notes)
     if target.is_speed:
         live = speed_phase(live, rows, latency, target, base_layers, notes, deadline["measure"], max_drop, progress,
                             logged=lambda c: c.shape_key in slog.latency)
@@ -202,6 +206,28 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
         latency(Candidate(chosen["layers"], chosen["heads"], chosen["ffn"], chosen["int8"]))
     return _result(chosen, met, message, target, base_layers, fields, distill_steps, table, rows, notes, task,
                    seed, max_length, start, minutes)
+
+
+def _fitted(live, rows, cost, target, base_layers, slog, notes) -> list[Candidate]:
+    """The fitted candidates of :mod:`.refine` (between grid points that straddle the target), sized."""
+    def sized(cand):
+        rows[cand.key] = {"key": cand.key, "summary": summary(cand, base_layers), **cand.to_dict()}
+        if cand.key not in slog.sizes:
+            try:
+                slog.put("size", cand.key, cost.size(cand))
+            except FAILS as exc:
+                slog.put("size", cand.key, {"status": f"cannot be built: {str(exc).splitlines()[0]}"})
+        rows[cand.key].update(slog.sizes[cand.key])
+        return None if "status" in rows[cand.key] else rows[cand.key]
+
+    base = rows.get(Candidate(base_layers).key, {})
+    bound = base["linear_params"] / target.value if target.key == "speedup" and "linear_params" in base else None
+    fitted = fit_candidates(live, rows, target, base_layers, sized, speed_bound=bound)
+    if fitted:
+        notes.append(f"{len(fitted)} candidates fitted between grid points that straddle {target} (the least "
+                     f"compression along depth or FFN width meeting it): " + ", ".join(c.key for c in fitted[:8])
+                     + (" …" if len(fitted) > 8 else ""))
+    return [c for c in fitted if "status" not in rows[c.key]]
 
 
 def _result(chosen, met, message, target, base_layers, fields, distill_steps, table, rows, notes, task, seed,

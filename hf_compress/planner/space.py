@@ -21,6 +21,7 @@ DEFAULT_SPACE = {
     "heads": (0.0, 0.25, 0.5),
     "ffn": (0.0, 0.25, 0.5),
     "int8": (None, "w8a16", "w8a8", "w8a8-sq", "w8a8-fb"),
+    "fit": True,  # add the least compression along depth / FFN width meeting the target (:mod:`.refine`)
 }
 
 
