@@ -106,8 +106,9 @@ def build_space(
     if "quantize_int8" not in registered:
         int8 = [None]
     if target is not None and target.key == "params" and len(int8) > 1:
-        notes.append("int8 keeps the parameter count (it changes bytes, not parameters): it is searched only "
-                     "for the speed it adds")
+        notes.append("int8 keeps the parameter count (it changes bytes, not parameters): it is left out of a "
+                     "params target, where it could only cost quality (use mib= for a size in bytes)")
+        int8 = [None]
     if "sparsify" in registered:
         notes.append(
             f"sparsity is not searched: on {device} the dense kernels gain no speed from zeros and the "

@@ -167,3 +167,11 @@ def test_float_fallback_candidate_leaves_one_projection_per_block_in_float():
     chosen = next(r for r in p.rows if r["key"] == "L4-h0-f0-w8a8-fb")  # sized as a range, then built: exact
     assert chosen["bytes_exact"] is True and "bytes_low" not in chosen
     assert p.predicted["bytes"] == model_bytes(ctx.model) and p.predicted["mib"] == model_bytes(ctx.model) / 2**20
+
+
+def test_a_params_target_leaves_int8_out_with_a_note():
+    """int8 changes bytes, not parameters: under params= it could only cost quality, so it is not searched."""
+    p = plan(target="params=0.9", latency_fn=fake_latency)
+    assert all(r["int8"] is None for r in p.rows) and p.candidate["int8"] is None
+    assert any("left out of a params target" in n for n in p.notes)
+    assert any(r["int8"] for r in plan(target="mib=0.08").rows)  # a size in bytes still searches it
