@@ -88,17 +88,24 @@ def heal(kind: str, student, teacher, s: HealSettings, blocks: torch.Tensor, wor
     from hf_compress import DistillationArguments, DistillationTrainer
 
     columns = {"input_ids": blocks.tolist()}
+    collate = default_data_collator
     if kind == "finetune":
         columns["labels"] = columns["input_ids"]
+    elif s.alpha_task:  # labels added per batch: the training set stays the one the teacher cache was written for
+        def collate(features):
+            batch = default_data_collator(features)
+            batch["labels"] = batch["input_ids"].clone()
+            return batch
     common = dict(output_dir=str(work / kind), per_device_train_batch_size=s.batch_size, max_steps=s.steps,
                   learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=s.warmup,
                   weight_decay=0.0, bf16=s.bf16, use_cpu=s.device == "cpu", seed=s.seed, data_seed=s.seed,
                   save_strategy="no", report_to=[], logging_steps=max(1, s.steps // 10), disable_tqdm=False,
                   dataloader_num_workers=0, remove_unused_columns=False)
     trainer_kwargs = dict(model=student.train().requires_grad_(True), train_dataset=datasets.Dataset.from_dict(columns),
-                          data_collator=default_data_collator)
+                          data_collator=collate)
     if kind == "distill":
-        args = DistillationArguments(**common, alpha_logits=1.0, temperature=s.temperature, logit_loss="forward_kl")
+        args = DistillationArguments(**common, alpha_logits=1.0, alpha_task=s.alpha_task,
+                                     temperature=s.temperature, logit_loss="forward_kl")
         source = {"teacher_cache": str(cache)} if cache is not None else {"teacher_model": teacher}
         trainer = DistillationTrainer(args=args, **source, **trainer_kwargs)
     else:
@@ -152,9 +159,11 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
         if s.teacher_cache and s.distill:
             cache = Path(s.cache_dir) if s.cache_dir else Path(tmp) / "teacher-cache"
             cost = heal_data.cache_teacher(teacher, tokenizer, s, train_blocks, cache)
+            how = "by `--cache-only`, reused here" if cost.get("reused") else "in this run"
             notes.append(f"teacher cache: top-{s.top_k} logits of the {len(train_blocks)} training blocks written "
-                         f"once in {cost['cache_cpu_s'] / 60:.1f} CPU-min ({cost['cache_wall_s'] / 60:.1f} wall-min), "
-                         f"shared by every compression's distillation arm and not counted in its train columns")
+                         f"once ({how}) in {cost['cache_cpu_s'] / 60:.1f} CPU-min ({cost['cache_wall_s'] / 60:.1f} "
+                         f"wall-min, {cost.get('threads', '?')} thread(s)), shared by every compression's "
+                         f"distillation arm and not counted in its train columns")
         for kind in s.compressions.split(","):
             pruned, what = compress(kind, teacher, score_batches, s)
             if pruned is None:

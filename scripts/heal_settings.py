@@ -32,6 +32,8 @@ class HealSettings:
     learning_rate: float = 1e-4
     warmup: float = 0.05  # fraction of steps
     temperature: float = 1.0
+    alpha_task: float = 0.0  # distillation arm: weight of the LM loss on the same blocks beside the KD term
+    # (weight 1); 0 is pure distillation. The teacher bounds pure KD on text it was never tuned on (python docs)
     teacher_cache: bool = True  # distil from the teacher's top-k logits cached once (False: a live teacher)
     top_k: int = 32  # logits per token in the teacher cache
     calib_texts: int = 32  # texts that score layers / heads
@@ -59,6 +61,8 @@ class HealSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+        if not (isinstance(self.alpha_task, (int, float)) and math.isfinite(self.alpha_task) and self.alpha_task >= 0):
+            raise ValueError(f"`alpha_task` must be a finite number >= 0, got {self.alpha_task!r}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"`warmup` must be a fraction of the steps in [0, 1), got {self.warmup!r}")
         bad = [c for c in self.compressions.split(",") if c not in COMPRESSIONS]

@@ -117,7 +117,8 @@ def render(rows: list[dict], notes: list[str], s, model_name: str, ctx: dict) ->
               f"{s.learning_rate:g}, cosine schedule, {s.warmup:.0%} warm-up, "
               f"{'bf16 autocast' if s.bf16 else 'fp32 (bf16 autocast off: not native on this device)'}, device "
               f"{s.device}; distillation: forward KL at τ={s.temperature:g} from the original model ("
-              f"{f'its top-{s.top_k} logits cached once' if s.teacher_cache else 'live teacher'}); fine-tuning: the "
+              f"{f'its top-{s.top_k} logits cached once' if s.teacher_cache else 'live teacher'})"
+              f"{f' + {s.alpha_task:g} × the LM loss on the same blocks' if s.alpha_task else ''}; fine-tuning: the "
               f"model's own LM loss on the same blocks")
     header = [
         f"## Healing {model_name} (`{s.preset}` preset)", "",

@@ -98,6 +98,24 @@ def test_live_teacher_path(bench, tmp_path):
     assert [r[1] for r in _rows(text)][2:] == ["healed: distillation", "healed: LM fine-tuning (no teacher)"]
 
 
+def test_the_lm_loss_can_be_mixed_into_the_distillation_arm(bench, tmp_path):
+    """alpha_task > 0: the distillation arm also reads the blocks' labels (a different model than pure KD),
+    and the table says so; the fine-tuning arm is untouched."""
+    texts = {}
+    for alpha in (0.0, 0.5):
+        out = tmp_path / f"a{alpha}.md"
+        argv = ["--tiny", "--output", str(out)] + [f"--set={kv}" for kv in
+                                                   ("steps=2", "compressions=layers", "quantize=false",
+                                                    f"alpha_task={alpha}")]
+        assert bench.main(argv) == 0
+        texts[alpha] = out.read_text()
+    rows = {a: {r[1]: r for r in _rows(t)} for a, t in texts.items()}
+    assert "+ 0.5 × the LM loss" in texts[0.5] and "× the LM loss" not in texts[0.0]
+    assert rows[0.5]["healed: distillation"][5:7] != rows[0.0]["healed: distillation"][5:7]
+    ft = "healed: LM fine-tuning (no teacher)"
+    assert rows[0.5][ft][5:7] == rows[0.0][ft][5:7]  # the same perplexities
+
+
 def test_recovered_share_formula(bench):
     rec = bench.heal_table.recovered
     assert rec(10.0, 40.0, 20.0) == pytest.approx(0.5)  # half the log gap: sqrt(10 * 40) would be 20
@@ -146,6 +164,7 @@ def test_real_corpora_use_the_one_heldout_rule(bench, monkeypatch):
     ("w8a8", "gptq", "`w8a8` must be 'smoothquant+gptq' or 'rtn', got 'gptq'"),
     ("finetune", "width", "`finetune` must be 'all', 'none' or a subset of compressions (layers,heads), got"),
     ("bf16", "yes", "`bf16` must be true, false or null"),
+    ("alpha_task", -1.0, "`alpha_task` must be a finite number >= 0, got -1.0"),
 ])
 def test_bad_settings_name_the_field(bench, field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -235,6 +254,9 @@ def test_arms_split_over_two_processes_merge_into_the_one_process_table(bench, t
     assert meta["complete"] is True
     both, _, _ = bench.run(base, tiny=True)
     kd_run = bench.run(dataclasses.replace(base, finetune="none", cache_dir=str(cache)), tiny=True)
+    written = json.loads((cache / bench.heal_data.COST_FILE).read_text())
+    note = next(n for n in kd_run[1] if n.startswith("teacher cache"))
+    assert "by `--cache-only`, reused here" in note and f"{written['cache_cpu_s'] / 60:.1f} CPU-min" in note
     ft_run = bench.run(dataclasses.replace(base, distill=False), tiny=True)
     assert [r["model"] for r in ft_run[0]][-1] == "healed: LM fine-tuning (no teacher)"
     assert not any(r["model"] == "healed: distillation" for r in ft_run[0])
