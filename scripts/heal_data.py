@@ -8,6 +8,7 @@ corpora, so both arms of the benchmark (distillation, plain fine-tuning) see the
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -148,8 +149,6 @@ def cache_teacher(teacher, tokenizer, s, blocks: torch.Tensor, folder: Path) -> 
     import datasets
 
     from hf_compress import cache_teacher_outputs
-
-    import json
 
     record = Path(folder) / COST_FILE  # what writing it cost, for the runs that reuse a kept cache
     kept = record.exists()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .space import INT8_MODES, Candidate
 from .targets import Target
 
-__all__ = ["size_phase", "speed_phase", "deadlines", "ALWAYS", "FAILS", "SHARES", "clock"]
+__all__ = ["size_one", "size_phase", "speed_phase", "deadlines", "ALWAYS", "FAILS", "SHARES", "clock"]
 
 logger = logging.getLogger(__name__)
 FAILS = (ValueError, RuntimeError, NotImplementedError, TypeError)
@@ -33,6 +33,17 @@ SHARES = {"measure": 0.55, "proxy": 0.9}
 def deadlines(start: float, minutes: float | None) -> dict[str, float]:
     """Clock readings by which each phase of :data:`SHARES` stops (infinite without a budget)."""
     return {k: start + 60 * minutes * share if minutes else math.inf for k, share in SHARES.items()}
+
+
+def size_one(cand: Candidate, row: dict, cost, slog) -> None:
+    """Size ``cand`` into ``row`` through the search log ``slog`` (a surgery that fails is a ``status``)."""
+    if cand.key not in slog.sizes:
+        try:
+            slog.put("size", cand.key, cost.size(cand))
+        except FAILS as exc:
+            slog.put("size", cand.key, {"status": f"cannot be built: {str(exc).splitlines()[0]}"})
+            logger.debug("auto: %s %s", cand.key, slog.sizes[cand.key]["status"])
+    row.update(slog.sizes[cand.key])
 
 
 def size_phase(cands: list[Candidate], rows: dict, cost, base_layers: int, deadline: float, notes: list,
@@ -53,12 +64,7 @@ def size_phase(cands: list[Candidate], rows: dict, cost, base_layers: int, deadl
         elif clock() > deadline and cand.structure not in first:
             row["status"] = "not sized (time budget)"
         else:
-            try:
-                slog.put("size", cand.key, cost.size(cand))
-            except FAILS as exc:
-                slog.put("size", cand.key, {"status": f"cannot be built: {str(exc).splitlines()[0]}"})
-                logger.debug("auto: %s %s", cand.key, slog.sizes[cand.key]["status"])
-            row.update(slog.sizes[cand.key])
+            size_one(cand, row, cost, slog)
         if cand.int8 is None and "status" in row and not row["status"].endswith("(time budget)"):
             failed[cand.structure] = row["status"]
     for reason in sorted({r["status"] for r in rows.values() if "status" in r}):

@@ -32,7 +32,7 @@ from ..errors import HfCompressError
 from ..core.context import StageContext
 from . import phases
 from .cost import CostModel, run_stages
-from .phases import FAILS, size_phase, speed_phase
+from .phases import FAILS, size_one, size_phase, speed_phase
 from .plan import Plan, SearchLog
 from .quality import proxy_loss, quality_score
 from .refine import fit_candidates
@@ -212,12 +212,7 @@ def _fitted(live, rows, cost, target, base_layers, slog, notes) -> list[Candidat
     """The fitted candidates of :mod:`.refine` (between grid points that straddle the target), sized."""
     def sized(cand):
         rows[cand.key] = {"key": cand.key, "summary": summary(cand, base_layers), **cand.to_dict()}
-        if cand.key not in slog.sizes:
-            try:
-                slog.put("size", cand.key, cost.size(cand))
-            except FAILS as exc:
-                slog.put("size", cand.key, {"status": f"cannot be built: {str(exc).splitlines()[0]}"})
-        rows[cand.key].update(slog.sizes[cand.key])
+        size_one(cand, rows[cand.key], cost, slog)
         return None if "status" in rows[cand.key] else rows[cand.key]
 
     base = rows.get(Candidate(base_layers).key, {})
