@@ -34,6 +34,19 @@ class StageContext:
     max_length: int = 128
     max_positions: int | None = None  # the model's position limit: no stage tokenizes longer
     records: list[dict] = field(default_factory=list)
+    # results of pure computations on ``model`` as it enters the stage (importance scores), shared by stages
+    # run on that same model: the planner's prefix cache hands each stage the memo of its prefix; None (the
+    # recipe runner, whose model changes every stage): nothing is kept
+    memo: dict | None = None
+
+    def memoized(self, key: tuple, compute):
+        """``compute()``, kept in :attr:`memo` under ``key`` when there is one (the same model, the same
+        calibration batches: the same result). Callers must not change what it returns."""
+        if self.memo is None:
+            return compute()
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     def batches(self, n: int) -> list[dict]:
         """The first ``n`` calibration batches (importance scores, Wanda, GPTQ)."""

@@ -34,7 +34,7 @@ from . import phases
 from .cost import CostModel, run_stages
 from .phases import FAILS, size_one, size_phase, speed_phase
 from .plan import Plan, SearchLog
-from .quality import proxy_loss, quality_score
+from .quality import ReferenceOutputs, proxy_loss, quality_score
 from .refine import fit_candidates
 from .search_steps import best_sized, final_stages, heal_fields, pick, summary
 from .shapes import PrefixCache
@@ -147,6 +147,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
                      f"the {max_scored} closest to the target were (compression past the target costs quality)")
         in_play = in_play[:max_scored]
     structures = PrefixCache(ctx)
+    reference = ReferenceOutputs(original, proxy_data, task)  # the original's side, once for every candidate
     bar = tqdm(in_play, desc="auto: KL proxy after surgery", disable=not progress)
     for cand in bar:
         row = rows[cand.key]
@@ -159,7 +160,7 @@ def _plan(model, calibration, tokenizer, target, task, teacher, heldout, space, 
             try:
                 structural, records = structures.get(cand.structural_stages(base_layers))
                 built = structures.then(structural, cand.int8_stage(compile=False))
-                value = proxy_loss(original, built, proxy_data, task)
+                value = proxy_loss(reference, built, proxy_data, task)
                 dropped = next((r["dropped"] for r in records if r["stage"] == "drop_layers"), None)
                 found = {"proxy": value, "dropped": dropped}
                 if row.get("bytes_exact") is False:  # the float fallback is chosen now: its bytes are known

@@ -46,11 +46,16 @@ def run_stages(ctx: StageContext, stages: list[tuple[str, dict]]) -> list[dict]:
 class PrefixCache:
     """``get(stages) -> (model, records)``: ``ctx.model`` after ``stages``, each prefix's result kept (the
     ``size`` most recently used), so that a stage list sharing a prefix with an earlier one only runs the
-    rest. Every model handed out is the cache's own: copy it before changing it."""
+    rest. Every model handed out is the cache's own: copy it before changing it.
+
+    Each stage also gets the memo of its prefix (:meth:`StageContext.memoized`), kept when the model is
+    evicted: importance scores are computed once per model they score, e.g. FFN neuron importance once for
+    all the FFN fractions tried after the same layers were dropped."""
 
     def __init__(self, ctx: StageContext, size: int = 6):
         self.ctx, self.size = ctx, size
         self._cache: OrderedDict = OrderedDict()  # stage prefix (json) -> (model, records)
+        self._memos: dict[str, dict] = {}  # stage prefix (json) -> memo of the model after it (small scores)
         self.runs = 0  # stages run (tests: a shared prefix runs once)
 
     def get(self, stages: list[tuple[str, dict]]):
@@ -64,6 +69,7 @@ class PrefixCache:
         for n in range(done, len(stages)):
             ctx = copy.copy(self.ctx)
             ctx.model, ctx.records = copy.deepcopy(model), []
+            ctx.memo = self._memos.setdefault(json.dumps(stages[:n], sort_keys=True), {})
             records = records + run_stages(ctx, [stages[n]])
             model, self.runs = ctx.model, self.runs + 1
             self._cache[json.dumps(stages[: n + 1], sort_keys=True)] = (model, records)

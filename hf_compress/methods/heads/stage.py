@@ -31,18 +31,20 @@ def prune_heads_stage(ctx, cfg: PruneHeadsConfig):
     import torch
 
     from ...arch import num_heads, num_kv_heads, num_layers
-    from .prune import prune_heads, prune_heads_by_importance, select_heads
+    from .prune import head_importance, prune_heads, select_heads
 
     config = cfg.part_config()
     loss_fn = embedding_alignment_loss(ctx.teacher) if ctx.task == "feature-extraction" else None
-    if cfg.method == "importance":
-        model, plan = prune_heads_by_importance(ctx.model, ctx.batches(cfg.num_batches), config, loss_fn=loss_fn)
+    if cfg.method == "importance":  # the same model and batches give the same scores: kept in the memo
+        scores = ctx.memoized(("head_importance", cfg.num_batches, config.normalize),
+                              lambda: head_importance(ctx.model, ctx.batches(cfg.num_batches), loss_fn=loss_fn,
+                                                      normalize=config.normalize))
     else:
         gen = torch.Generator().manual_seed(ctx.seed)
         scores = torch.rand(num_layers(ctx.model), num_heads(ctx.model), generator=gen)  # (L, H)
-        group = num_heads(ctx.model) // num_kv_heads(ctx.model)
-        plan = select_heads(scores, cfg.fraction, cfg.uniform, group, cfg.whole_groups)
-        model = prune_heads(ctx.model, plan, export=cfg.export)
+    group = num_heads(ctx.model) // num_kv_heads(ctx.model)
+    plan = select_heads(scores, config.fraction, config.uniform, group, config.whole_groups)
+    model = prune_heads(ctx.model, plan, export=config.export)
     pruned = {str(k): [int(h) for h in v] for k, v in plan.items()}
     return model, {
         "pruned_heads": pruned,

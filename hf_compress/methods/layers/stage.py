@@ -24,7 +24,9 @@ def drop_layers_stage(ctx, cfg: DropLayersConfig):
     indices = cfg.layers
     if indices is None:
         block = cfg.num_layers if cfg.contiguous else 1  # contiguous: score whole blocks of n layers
-        scores = layer_importance(ctx.model, ctx.batches(cfg.num_batches), method=cfg.method, n=block)
+        scores = ctx.memoized(("layer_importance", cfg.num_batches, cfg.method, block),
+                              lambda: layer_importance(ctx.model, ctx.batches(cfg.num_batches), method=cfg.method,
+                                                       n=block))
         indices = select_layers(scores, cfg.num_layers, contiguous=cfg.contiguous, block=block)
         record["scores"] = [round(float(s), 6) for s in scores]
     record["dropped"] = [int(i) for i in indices]

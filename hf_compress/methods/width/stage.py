@@ -45,7 +45,8 @@ def prune_width_stage(ctx, cfg: PruneWidthConfig):
     config = cfg.part_config()
     before = {"ffn": arch.intermediate_size(ctx.model), "hidden": arch.hidden_size(ctx.model)}
     check_width(ctx.model, config)  # refuse a bad size or family before scoring
-    scores = width_importance(ctx.model, ctx.batches(cfg.num_batches))
+    scores = ctx.memoized(("width_importance", cfg.num_batches),
+                          lambda: width_importance(ctx.model, ctx.batches(cfg.num_batches)))
     model = prune_width(ctx.model, config=config, scores=scores)
     after = {"ffn": arch.intermediate_size(model), "hidden": arch.hidden_size(model)}
     return model, {"before": before, "after": after, "round_to": config.round_to}
