@@ -160,10 +160,12 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
             cache = Path(s.cache_dir) if s.cache_dir else Path(tmp) / "teacher-cache"
             cost = heal_data.cache_teacher(teacher, tokenizer, s, train_blocks, cache)
             how = "by `--cache-only`, reused here" if cost.get("reused") else "in this run"
+            spent = ("at a cost not recorded (kept from before the cost record)" if cost.get("unknown") else
+                     f"in {cost['cache_cpu_s'] / 60:.1f} CPU-min ({cost['cache_wall_s'] / 60:.1f} wall-min, "
+                     f"{cost.get('threads', '?')} thread(s))")
             notes.append(f"teacher cache: top-{s.top_k} logits of the {len(train_blocks)} training blocks written "
-                         f"once ({how}) in {cost['cache_cpu_s'] / 60:.1f} CPU-min ({cost['cache_wall_s'] / 60:.1f} "
-                         f"wall-min, {cost.get('threads', '?')} thread(s)), shared by every compression's "
-                         f"distillation arm and not counted in its train columns")
+                         f"once ({how}) {spent}, shared by every compression's distillation arm and not counted "
+                         f"in its train columns")
         for kind in s.compressions.split(","):
             pruned, what = compress(kind, teacher, score_batches, s)
             if pruned is None:
@@ -177,19 +179,17 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
             for arm in s.arms(kind):
                 student = copy.deepcopy(pruned)
                 stats = heal(arm, student, teacher, s, train_blocks, Path(tmp), cache)
-                label = "healed: distillation" if arm == "distill" else "healed: LM fine-tuning (no teacher)"
+                label = s.distill_label if arm == "distill" else "healed: LM fine-tuning (no teacher)"
                 rows.append(dict(compression=kind, model=label, module=student, **stats,
                                  ppl=evaluate(student, tokenizer, corpora, s)))
                 logger.warning("row %s", json.dumps({k: v for k, v in rows[-1].items() if k != "module"}))
             distilled = next((r["module"] for r in rows if r["compression"] == kind
-                              and r["model"] == "healed: distillation"), None)
+                              and r["model"] == s.distill_label), None)
             if s.quantize and distilled is not None:
                 for mode in ("w8a16", "w8a8" if s.w8a8 == "smoothquant+gptq" else "w8a8-rtn"):
                     start = time.perf_counter()
                     q = quantized(distilled, mode, calib)
-                    name = {"w8a16": "distilled + W8A16", "w8a8": "distilled + W8A8 (SmoothQuant auto + GPTQ)",
-                            "w8a8-rtn": "distilled + W8A8 (round to nearest)"}[mode]
-                    rows.append(dict(compression=kind, model=name, module=q, quant_s=time.perf_counter() - start,
+                    rows.append(dict(compression=kind, model=s.quant_label(mode), module=q, quant_s=time.perf_counter() - start,
                                      ppl=evaluate(q, tokenizer, corpora, s)))
         heal_table.measure_sizes(rows, Path(tmp), s)
     return rows, notes, model_name

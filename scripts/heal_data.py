@@ -150,8 +150,12 @@ def cache_teacher(teacher, tokenizer, s, blocks: torch.Tensor, folder: Path) -> 
 
     from hf_compress import cache_teacher_outputs
 
+    from hf_compress.distillation.cache_format import META_FILE
+
     record = Path(folder) / COST_FILE  # what writing it cost, for the runs that reuse a kept cache
     kept = record.exists()
+    meta = Path(folder) / META_FILE
+    before = meta.stat().st_mtime_ns if meta.exists() else None  # unchanged after: the kept cache matched
     wall, cpu = time.perf_counter(), time.process_time()
     cache_teacher_outputs(teacher, datasets.Dataset.from_dict({"input_ids": blocks.tolist()}), str(folder),
                           top_k=s.top_k, max_length=s.seq_len, batch_size=s.batch_size, tokenizer=tokenizer)
@@ -159,5 +163,7 @@ def cache_teacher(teacher, tokenizer, s, blocks: torch.Tensor, folder: Path) -> 
             "threads": torch.get_num_threads()}
     if kept:  # reused (its fingerprint matched): report what writing it cost, not the check
         return {**json.loads(record.read_text(encoding="utf-8")), "reused": True}
+    if before is not None and meta.stat().st_mtime_ns == before:  # kept from before the record: cost unknown
+        return {"reused": True, "unknown": True}
     record.write_text(json.dumps(cost), encoding="utf-8")
     return cost

@@ -92,6 +92,15 @@ class HealSettings:
         return arms
 
     @property
+    def distill_label(self) -> str:
+        """The distillation arm's row label; with the LM loss mixed in it says so (two such runs merge)."""
+        return "healed: distillation" + (f" + {self.alpha_task:g} × LM loss" if self.alpha_task else "")
+
+    def quant_label(self, mode: str) -> str:
+        name = {"w8a16": "W8A16", "w8a8": "W8A8 (SmoothQuant auto + GPTQ)", "w8a8-rtn": "W8A8 (round to nearest)"}
+        return "distilled" + (f" (+ {self.alpha_task:g} × LM)" if self.alpha_task else "") + f" + {name[mode]}"
+
+    @property
     def tokens(self) -> int:
         return self.steps * self.batch_size * self.seq_len
 

@@ -104,16 +104,24 @@ def test_the_lm_loss_can_be_mixed_into_the_distillation_arm(bench, tmp_path):
     texts = {}
     for alpha in (0.0, 0.5):
         out = tmp_path / f"a{alpha}.md"
-        argv = ["--tiny", "--output", str(out)] + [f"--set={kv}" for kv in
+        argv = ["--tiny", "--output", str(out), "--rows-json", str(tmp_path / f"a{alpha}.json")] + [f"--set={kv}" for kv in
                                                    ("steps=2", "compressions=layers", "quantize=false",
                                                     f"alpha_task={alpha}")]
         assert bench.main(argv) == 0
         texts[alpha] = out.read_text()
     rows = {a: {r[1]: r for r in _rows(t)} for a, t in texts.items()}
     assert "+ 0.5 × the LM loss" in texts[0.5] and "× the LM loss" not in texts[0.0]
-    assert rows[0.5]["healed: distillation"][5:7] != rows[0.0]["healed: distillation"][5:7]
+    mixed = "healed: distillation + 0.5 × LM loss"  # its own label: a pure-KD run and this one merge
+    assert mixed not in rows[0.0] and "healed: distillation" not in rows[0.5]
+    assert rows[0.5][mixed][5:7] != rows[0.0]["healed: distillation"][5:7]
     ft = "healed: LM fine-tuning (no teacher)"
     assert rows[0.5][ft][5:7] == rows[0.0][ft][5:7]  # the same perplexities
+    merged, notes, settings, name, context = bench.heal_table.merge_runs([str(tmp_path / f"a{a}.json")
+                                                                          for a in (0.0, 0.5)])
+    names = [r["model"] for r in merged]
+    assert names.count("healed: distillation") == 1 and names.count(mixed) == 1 and names.count(ft) == 1
+    text = bench.heal_table.render(merged, notes, settings, name, context)  # a verdict per distillation arm
+    assert "**layers**: distillation recovered" in text and "**layers**: distillation + 0.5 × LM loss recovered" in text
 
 
 def test_recovered_share_formula(bench):
@@ -257,6 +265,10 @@ def test_arms_split_over_two_processes_merge_into_the_one_process_table(bench, t
     written = json.loads((cache / bench.heal_data.COST_FILE).read_text())
     note = next(n for n in kd_run[1] if n.startswith("teacher cache"))
     assert "by `--cache-only`, reused here" in note and f"{written['cache_cpu_s'] / 60:.1f} CPU-min" in note
+    (cache / bench.heal_data.COST_FILE).unlink()  # kept from before the record: its cost is unknown, not the check's
+    again = bench.run(dataclasses.replace(base, finetune="none", cache_dir=str(cache)), tiny=True)
+    assert "at a cost not recorded" in next(n for n in again[1] if n.startswith("teacher cache"))
+    assert not (cache / bench.heal_data.COST_FILE).exists()
     ft_run = bench.run(dataclasses.replace(base, distill=False), tiny=True)
     assert [r["model"] for r in ft_run[0]][-1] == "healed: LM fine-tuning (no teacher)"
     assert not any(r["model"] == "healed: distillation" for r in ft_run[0])
