@@ -189,8 +189,8 @@ def run(s: HealSettings, tiny: bool) -> tuple[list[dict], list[str], str]:
                 for mode in ("w8a16", "w8a8" if s.w8a8 == "smoothquant+gptq" else "w8a8-rtn"):
                     start = time.perf_counter()
                     q = quantized(distilled, mode, calib)
-                    rows.append(dict(compression=kind, model=s.quant_label(mode), module=q, quant_s=time.perf_counter() - start,
-                                     ppl=evaluate(q, tokenizer, corpora, s)))
+                    rows.append(dict(compression=kind, model=s.quant_label(mode), module=q,
+                                     quant_s=time.perf_counter() - start, ppl=evaluate(q, tokenizer, corpora, s)))
         heal_table.measure_sizes(rows, Path(tmp), s)
     return rows, notes, model_name
 

@@ -149,7 +149,6 @@ def cache_teacher(teacher, tokenizer, s, blocks: torch.Tensor, folder: Path) -> 
     import datasets
 
     from hf_compress import cache_teacher_outputs
-
     from hf_compress.distillation.cache_format import META_FILE
 
     record = Path(folder) / COST_FILE  # what writing it cost, for the runs that reuse a kept cache

@@ -82,14 +82,17 @@ def verdicts(rows: list[dict]) -> list[str]:
                 line += (f"; it {'beats' if beats else 'does not beat'} LM fine-tuning on both held-out corpora "
                          f"(perplexity, distilled vs fine-tuned: {ppl_txt})")
             lines.append(line + ".")
-    distilled = {r["compression"]: r for r in rows if r["model"] == "healed: distillation"}
-    if "layers" in distilled and "width" in distilled:  # issue 14's goal: width beats depth once healed
+    # issue 14's goal, width beats depth once healed: per distillation arm (a mixed-loss run has its own label)
+    for label in dict.fromkeys(r["model"] for r in rows if r["model"].startswith("healed: distillation")):
+        distilled = {r["compression"]: r for r in rows if r["model"] == label}
+        if "layers" not in distilled or "width" not in distilled:
+            continue
         depth, width = distilled["layers"], distilled["width"]
         beats = all(width["ppl"][c] < depth["ppl"][c] for c in width["ppl"])
         ppl_txt = ", ".join(f"{c} {width['ppl'][c]:.2f} vs {depth['ppl'][c]:.2f} "
                             f"({width['ppl'][c] / depth['ppl'][c] - 1:+.1%})" for c in width["ppl"])
-        lines.append(f"- **width vs depth after the same distillation** (goal: width lower on both corpora): "
-                     f"{'met' if beats else 'not met'} (perplexity, width vs depth: {ppl_txt}).")
+        lines.append(f"- **width vs depth after the same {label.removeprefix('healed: ')}** (goal: width lower on "
+                     f"both corpora): {'met' if beats else 'not met'} (perplexity, width vs depth: {ppl_txt}).")
     return lines
 
 

@@ -48,9 +48,9 @@ class ReferenceOutputs:
             return self._kept[i]
         out = _output(self.model, self.batches[i], self.task)
         self.computed += 1
-        if self._used + out.numel() * out.element_size() <= self.max_bytes:
-            self._kept[i] = out
-            self._used += out.numel() * out.element_size()
+        size = out.numel() * out.element_size()
+        if self._used + size <= self.max_bytes:
+            self._kept[i], self._used = out, self._used + size
         return out
 
 

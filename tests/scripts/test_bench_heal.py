@@ -104,9 +104,8 @@ def test_the_lm_loss_can_be_mixed_into_the_distillation_arm(bench, tmp_path):
     texts = {}
     for alpha in (0.0, 0.5):
         out = tmp_path / f"a{alpha}.md"
-        argv = ["--tiny", "--output", str(out), "--rows-json", str(tmp_path / f"a{alpha}.json")] + [f"--set={kv}" for kv in
-                                                   ("steps=2", "compressions=layers", "quantize=false",
-                                                    f"alpha_task={alpha}")]
+        argv = ["--tiny", "--output", str(out), "--rows-json", str(tmp_path / f"a{alpha}.json")]
+        argv += [f"--set={kv}" for kv in ("steps=2", "compressions=layers", "quantize=false", f"alpha_task={alpha}")]
         assert bench.main(argv) == 0
         texts[alpha] = out.read_text()
     rows = {a: {r[1]: r for r in _rows(t)} for a, t in texts.items()}
@@ -121,7 +120,8 @@ def test_the_lm_loss_can_be_mixed_into_the_distillation_arm(bench, tmp_path):
     names = [r["model"] for r in merged]
     assert names.count("healed: distillation") == 1 and names.count(mixed) == 1 and names.count(ft) == 1
     text = bench.heal_table.render(merged, notes, settings, name, context)  # a verdict per distillation arm
-    assert "**layers**: distillation recovered" in text and "**layers**: distillation + 0.5 × LM loss recovered" in text
+    assert "**layers**: distillation recovered" in text
+    assert "**layers**: distillation + 0.5 × LM loss recovered" in text
 
 
 def test_recovered_share_formula(bench):
@@ -236,6 +236,10 @@ def test_width_at_the_parameters_of_the_dropped_layers_and_the_width_verdict(ben
         started="now", load_before=(0, 0, 0), load_after=(0, 0, 0), wall_s=1, threads=1, command="x"))
     assert "width vs depth after the same distillation" in text
     assert text.count("distillation recovered") == 2 and text.count("LM fine-tuning on both") == 1
+    mixed = dataclasses.replace(settings, alpha_task=0.5).distill_label  # a mixed-loss run's rows: same verdict
+    relabelled = [dict(r, model=mixed) if r["model"] == "healed: distillation" else r for r in rows]
+    assert "width vs depth after the same distillation + 0.5 × LM loss" in "\n".join(
+        bench.heal_table.verdicts(relabelled))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
