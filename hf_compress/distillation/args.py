@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, fields
 from transformers import TrainingArguments
 
 from ..errors import HfCompressError
-from .options import HIDDEN_LOSSES, LOGIT_LOSSES, OPTIONS, check_options
+from .options import HIDDEN_LOSSES, LOGIT_LOSSES, OPTIONS, RELATION_LOSSES, check_options
 
-__all__ = ["HIDDEN_LOSSES", "LOGIT_LOSSES", "DistillationArguments"]
+__all__ = ["HIDDEN_LOSSES", "LOGIT_LOSSES", "RELATION_LOSSES", "DistillationArguments"]
 
 
 @dataclass
@@ -18,8 +18,8 @@ class DistillationArguments(TrainingArguments):
     """Training arguments of :class:`~hf_compress.DistillationTrainer`.
 
     The training loss is ``alpha_logits * L_kd + alpha_hidden * L_hidden + alpha_task * L_task + alpha_embedding *
-    L_embedding``; each term is a mean over the valid items of the whole gradient-accumulation window (see the
-    trainer's docstring).
+    L_embedding + alpha_relation * L_relation``; each term is a mean over the valid items of the whole
+    gradient-accumulation window (see the trainer's docstring).
     """
 
     temperature: float = field(default=2.0, metadata={"help": "Softmax temperature tau of the logit losses (> 0)."})
@@ -32,6 +32,20 @@ class DistillationArguments(TrainingArguments):
         default=0.0,
         metadata={"help": "Weight of the sentence-embedding loss (>= 0): 1 - cosine between the student's and the "
                           "teacher's final hidden states mean-pooled over the attended tokens, per sequence."},
+    )
+    alpha_relation: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the relation loss (>= 0): matches the student's B x B cosine matrix of "
+                          "mean-pooled final hidden states within each micro-batch to the teacher's (no "
+                          "projection needed)."},
+    )
+    relation_loss: str = field(
+        default="mse",
+        metadata={"help": "Relation loss: mse (squared difference per ordered pair i != j) or kl (per row, "
+                          "KL of the teacher's softmax over the other sequences to the student's)."},
+    )
+    relation_temperature: float = field(
+        default=0.05, metadata={"help": "Softmax temperature of relation_loss=kl over the cosines (> 0)."}
     )
     logit_loss: str = field(
         default="forward_kl", metadata={"help": "Logit loss: forward_kl, reverse_kl, jsd (generalized, jsd_beta) or mse."}
@@ -77,9 +91,10 @@ class DistillationArguments(TrainingArguments):
     )
 
     @property
-    def term_alphas(self) -> tuple[float, float, float, float]:
-        """The weights of the loss terms, in the trainer's order: logits, hidden, task, embedding."""
-        return self.alpha_logits, self.alpha_hidden, self.alpha_task, self.alpha_embedding
+    def term_alphas(self) -> tuple[float, float, float, float, float]:
+        """The loss terms' weights, in the trainer's order: logits, hidden, task, embedding, relation."""
+        return (self.alpha_logits, self.alpha_hidden, self.alpha_task, self.alpha_embedding,
+                self.alpha_relation)
 
     def __post_init__(self):
         for f in fields(self):  # ours and TrainingArguments': a NaN/inf rate, weight or epsilon trains garbage

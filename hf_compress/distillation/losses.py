@@ -12,6 +12,11 @@ Logit losses run in fp32 log-space. Masked rows, and rows whose logits are all `
 arithmetic, so they never produce NaN. ``-inf`` logits (a masked vocabulary entry) give probability 0; log
 probabilities are floored at ``LOG_PROB_FLOOR`` so that a token the student gives probability 0 but the teacher
 does not costs a large finite amount instead of ``inf``.
+
+Sentence-level terms take ``(B, T, d)`` hidden states and a ``(B, T)`` mask and pool them per sequence:
+:func:`embedding_cosine` (one item per sequence) and the relation losses :func:`relation_mse` /
+:func:`relation_kl`, which compare the ``B x B`` in-batch cosine matrices (items: pairs or rows, see
+:func:`~.masks.relation_count`), so their student and teacher widths may differ.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .masks import relation_count
+
 __all__ = [
     "LOG_PROB_FLOOR",
     "forward_kl",
@@ -29,6 +36,8 @@ __all__ = [
     "hidden_cosine",
     "hidden_mse",
     "logit_mse",
+    "relation_kl",
+    "relation_mse",
     "reverse_kl",
     "token_cross_entropy",
     "topk_buckets",
@@ -146,6 +155,16 @@ def hidden_cosine(student_hidden, teacher_hidden, mask=None, reduction: str = "s
     return _finish(per_row, rows, m.shape[0], student_hidden.shape[:-1], reduction, num_items)
 
 
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None):
+    """(B, T, d) hidden states, (B, T) mask -> fp32 (B, d) means over the attended tokens and the bool (B,)
+    rows that have one (a row without one pools to 0)."""
+    b, t = hidden.shape[:2]
+    m = torch.ones(b, t, dtype=torch.bool, device=hidden.device) if mask is None else mask.bool()
+    weights = m.unsqueeze(-1).float()  # (B, T, 1)
+    count = weights.sum(1).clamp(min=1.0)  # (B, 1)
+    return (hidden.float() * weights).sum(1) / count, m.any(1)
+
+
 def embedding_cosine(student_hidden, teacher_hidden, mask=None, reduction: str = "sum", num_items=None) -> torch.Tensor:
     """1 - cos(e_S, e_T) per sequence, with e the mean of the hidden states over the attended tokens (the
     sentence embedding of mean-pooling models such as sentence-transformers'; its L2 normalisation does not change
@@ -154,15 +173,71 @@ def embedding_cosine(student_hidden, teacher_hidden, mask=None, reduction: str =
     if student_hidden.shape != teacher_hidden.shape:
         raise ValueError(f"student and teacher shapes differ: {tuple(student_hidden.shape)} vs "
                          f"{tuple(teacher_hidden.shape)}")
-    b, t = student_hidden.shape[:2]
-    m = torch.ones(b, t, dtype=torch.bool, device=student_hidden.device) if mask is None else mask.bool()
-    weights = m.unsqueeze(-1).float()  # (B, T, 1)
-    count = weights.sum(1).clamp(min=1.0)  # (B, 1)
-    e_s = (student_hidden.float() * weights).sum(1) / count  # (B, d)
-    e_t = (teacher_hidden.float() * weights).sum(1) / count
-    rows = m.any(1).nonzero().squeeze(-1)
+    b = student_hidden.shape[0]
+    e_s, valid = _mean_pool(student_hidden, mask)  # (B, d), (B,)
+    e_t, _ = _mean_pool(teacher_hidden, mask)
+    rows = valid.nonzero().squeeze(-1)
     per_row = 1.0 - F.cosine_similarity(e_s.index_select(0, rows), e_t.index_select(0, rows), dim=-1, eps=1e-8)
     return _finish(per_row, rows, b, (b,), reduction, num_items)
+
+
+def _similarities(student_hidden, teacher_hidden, mask):
+    """Cosine matrices S = E E^T (fp32 (n, n), student and teacher) of the mean-pooled embeddings of the n
+    sequences with an attended token, and those rows' indices (n,)."""
+    if student_hidden.shape[:2] != teacher_hidden.shape[:2]:
+        raise ValueError(f"student and teacher (batch, tokens) differ: {tuple(student_hidden.shape[:2])} vs "
+                         f"{tuple(teacher_hidden.shape[:2])}")
+    e_s, valid = _mean_pool(student_hidden, mask)  # (B, d_S), (B,)
+    e_t, _ = _mean_pool(teacher_hidden, mask)  # (B, d_T)
+    rows = valid.nonzero().squeeze(-1)  # (n,)
+    e_s = F.normalize(e_s.index_select(0, rows), dim=-1, eps=1e-8)  # (n, d_S)
+    e_t = F.normalize(e_t.index_select(0, rows), dim=-1, eps=1e-8)  # (n, d_T)
+    return e_s @ e_s.T, e_t @ e_t.T, rows
+
+
+def relation_mse(student_hidden, teacher_hidden, mask=None, reduction: str = "sum",
+                 num_items=None) -> torch.Tensor:
+    """Relation (in-batch similarity) distillation: sum over ordered pairs i != j of
+    (S_S[i, j] - S_T[i, j])^2, with S = E E^T the cosine matrix of the L2-normalised mean-pooled embeddings
+    (see :func:`embedding_cosine`) of the batch's sequences with an attended token.
+
+    S is (B x B) whatever the width, so ``student_hidden`` (B, T, d_S) and ``teacher_hidden`` (B, T, d_T) may
+    differ in width and need no projection. ``reduction="none"``: (B,) per sequence (its row of pairs), 0
+    for a sequence without attended tokens; ``"mean"`` divides by :func:`~.masks.relation_count` (the
+    pairs). Fewer than two valid sequences give 0.
+    """
+    s_s, s_t, rows = _similarities(student_hidden, teacher_hidden, mask)
+    off = ~torch.eye(rows.numel(), dtype=torch.bool, device=s_s.device)  # (n, n): i != j
+    per_row = torch.where(off, s_s - s_t, torch.zeros_like(s_s)).pow(2).sum(-1)  # (n,)
+    b, items = student_hidden.shape[0], relation_count(rows.numel(), "mse")
+    return _finish(per_row, rows, b, (b,), reduction, items if num_items is None else num_items)
+
+
+def relation_kl(student_hidden, teacher_hidden, mask=None, temperature: float = 0.05, reduction: str = "sum",
+                num_items=None) -> torch.Tensor:
+    """Listwise relation distillation: per sequence i,
+    KL(softmax(S_T[i, j != i] / tau) || softmax(S_S[i, j != i] / tau)), the teacher's distribution over the
+    batch's other sequences (similarity distillation as in CompRess / SEED); S as in :func:`relation_mse` (no
+    projection whatever the widths; not scaled by tau^2).
+
+    ``reduction="none"``: (B,) per sequence; ``"mean"`` divides by :func:`~.masks.relation_count` (rows with
+    at least one other sequence). Fewer than two valid sequences give 0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}")
+    s_s, s_t, rows = _similarities(student_hidden, teacher_hidden, mask)
+    b, n = student_hidden.shape[0], rows.numel()
+    if n < 2:  # no other sequence to rank: 0 (still attached to the graph, so backward works)
+        per_row = (s_s * 0.0).sum(-1)  # (n,)
+    else:
+        diag = torch.eye(n, dtype=torch.bool, device=s_s.device)  # (n, n)
+        # the diagonal (i with itself) is left out of each row's softmax, then zeroed (no -inf - -inf)
+        log_s = F.log_softmax((s_s / temperature).masked_fill(diag, -math.inf), -1).masked_fill(diag, 0.0)
+        log_t = F.log_softmax((s_t / temperature).masked_fill(diag, -math.inf), -1).masked_fill(diag, 0.0)
+        p_t = log_t.exp().masked_fill(diag, 0.0)  # (n, n): row i is the teacher's distribution over j != i
+        per_row = (p_t * (log_t - log_s)).sum(-1)  # (n,)
+    items = relation_count(n, "kl")
+    return _finish(per_row, rows, b, (b,), reduction, items if num_items is None else num_items)
 
 
 def token_cross_entropy(logits, targets, mask=None, reduction: str = "sum", num_items=None) -> torch.Tensor:

@@ -9,7 +9,9 @@ cached row must cover). Valid logit positions:
 - sequence classifiers count examples.
 
 Hidden-state positions are the attended tokens. The task term counts the model's own label items; the
-sentence-embedding term counts sequences with at least one attended token.
+sentence-embedding term counts sequences with at least one attended token. The relation term pairs the ``n``
+such sequences of one micro-batch with each other: ``"mse"`` counts the ``n (n - 1)`` ordered pairs, ``"kl"``
+the ``n`` rows when ``n >= 2`` (0 otherwise); a window's count is the sum over its micro-batches.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["WindowCounts", "attention_mask_of", "item_masks", "window_totals"]
+from .options import RELATION_LOSSES
+
+__all__ = ["WindowCounts", "attention_mask_of", "batch_counts", "item_masks", "relation_count",
+           "window_totals"]
 
 
 @dataclass
@@ -29,6 +34,7 @@ class WindowCounts:
     hidden: torch.Tensor
     task: torch.Tensor
     sequences: torch.Tensor  # the sentence-embedding term: sequences with an attended token
+    relation: torch.Tensor  # the relation term: pairs ("mse") or rows ("kl") within each micro-batch, summed
     world_factor: float = 1.0  # the loss is multiplied by this (DDP averages gradients over processes)
 
 
@@ -61,12 +67,28 @@ def item_masks(inputs: dict, task: str) -> tuple[torch.Tensor, torch.Tensor, int
     return logit_mask, attn, n_task
 
 
-def window_totals(batches: list, task: str) -> torch.Tensor:
-    """float64 ``(4,)``: valid logit positions, hidden positions, task items and sequences with an attended
-    token, summed over ``batches``."""
-    totals = torch.zeros(4, dtype=torch.float64)
+def relation_count(n: int, loss: str = "mse") -> int:
+    """Items of the relation term in one micro-batch with ``n`` sequences that have an attended token: the
+    ordered pairs ``n (n - 1)`` (``"mse"``) or the rows with another sequence to rank, ``n`` if ``n >= 2``
+    (``"kl"``)."""
+    if loss not in RELATION_LOSSES:
+        raise ValueError(f"`relation_loss` must be one of {', '.join(RELATION_LOSSES)}, got {loss!r}")
+    return n * (n - 1) if loss == "mse" else (n if n >= 2 else 0)
+
+
+def batch_counts(batch: dict, task: str, relation_loss: str = "mse") -> tuple[float, ...]:
+    """One micro-batch's valid logit positions, hidden positions, task items, sequences with an attended token
+    and relation items (the order of :class:`WindowCounts`)."""
+    logit_mask, hidden_mask, n_task = item_masks(batch, task)
+    n_seq = int(hidden_mask.any(1).sum())
+    return (float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task), float(n_seq),
+            float(relation_count(n_seq, relation_loss)))
+
+
+def window_totals(batches: list, task: str, relation_loss: str = "mse") -> torch.Tensor:
+    """float64 ``(5,)``: :func:`batch_counts` summed over ``batches`` (the relation's items of
+    ``relation_loss``)."""
+    totals = torch.zeros(5, dtype=torch.float64)
     for batch in batches:
-        logit_mask, hidden_mask, n_task = item_masks(batch, task)
-        totals += torch.tensor([float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task),
-                                float(hidden_mask.any(1).sum())], dtype=torch.float64)
+        totals += torch.tensor(batch_counts(batch, task, relation_loss), dtype=torch.float64)
     return totals

@@ -19,18 +19,19 @@ import torch
 from ..errors import HfCompressError
 from . import losses
 from .cache_format import ROW_COLUMN
-from .masks import item_masks
+from .masks import batch_counts
 
 __all__ = ["DistillationEvalMixin", "EvalSums"]
 
 logger = logging.getLogger(__name__)
 
-_KEYS = ("kd", "hidden", "task", "embedding", "n_logits", "n_hidden", "n_task", "n_sequences", "s_nll", "t_nll",
-         "n_nll", "t_missing", "s_correct", "t_correct", "agree", "n_examples")
+_KEYS = ("kd", "hidden", "task", "embedding", "relation", "n_logits", "n_hidden", "n_task", "n_sequences",
+         "n_relation", "s_nll", "t_nll", "n_nll", "t_missing", "s_correct", "t_correct", "agree",
+         "n_examples")
 
 
-_TERMS = ("kd", "hidden", "task", "embedding")  # each term and its count key below
-_COUNTS = ("n_logits", "n_hidden", "n_task", "n_sequences")
+_TERMS = ("kd", "hidden", "task", "embedding", "relation")  # each term and its count key below
+_COUNTS = ("n_logits", "n_hidden", "n_task", "n_sequences", "n_relation")
 
 
 def _weighted(args, parts: dict) -> float:
@@ -48,9 +49,8 @@ class EvalSums:
     def add(self, trainer, inputs: dict, terms: dict) -> float:
         """Adds one batch; returns that batch's weighted loss (what the stock loop averages, then we replace)."""
         s = self.sums
-        logit_mask, hidden_mask, n_task = item_masks(inputs, trainer.task)
         batch = {key: float(terms[key]) for key in _TERMS}
-        counts = (float(logit_mask.sum()), float(hidden_mask.sum()), float(n_task), float(hidden_mask.any(1).sum()))
+        counts = batch_counts(inputs, trainer.task, trainer.args.relation_loss)  # relation: pairs per batch
         for key, n, name in zip(_TERMS, counts, _COUNTS):
             s[key] += batch[key]
             s[name] += n
@@ -80,9 +80,10 @@ class EvalSums:
         return _weighted(trainer.args, {k: batch[k] / max(n, 1.0) for k, n in zip(_TERMS, counts)})
 
     def metrics(self, trainer, prefix: str = "eval") -> dict[str, float]:
-        """``{prefix}_loss`` (the weighted mix), ``{prefix}_loss_kd|hidden|task|embedding`` (unweighted, for the terms whose
-        alpha is > 0), ``{prefix}_student_perplexity`` / ``_teacher_perplexity`` (causal LMs: exp of the mean
-        next-token NLL over label tokens, or attended tokens without labels) and ``{prefix}_accuracy`` /
+        """``{prefix}_loss`` (the weighted mix), ``{prefix}_loss_kd|hidden|task|embedding|relation``
+        (unweighted, for the terms whose alpha is > 0), ``{prefix}_student_perplexity`` /
+        ``_teacher_perplexity`` (causal LMs: exp of the mean next-token NLL over label tokens, or attended
+        tokens without labels) and ``{prefix}_accuracy`` /
         ``_teacher_accuracy`` / ``_teacher_agreement`` (sequence classifiers). Every process must call it."""
         totals = torch.tensor([self.sums[k] for k in _KEYS], dtype=torch.float64)
         if trainer.accelerator.num_processes > 1:
@@ -141,7 +142,7 @@ def _outputs_for_metrics(trainer, outputs, ignore_keys, asked_hidden: bool):
 
 class DistillationEvalMixin:
     """``prediction_step`` / ``evaluation_loop`` of :class:`~hf_compress.DistillationTrainer` (see the module
-    docstring). Needs the trainer's ``_terms``, ``layer_pairs``, ``embedding_pair``, ``causal`` and ``task``."""
+    docstring). Needs the trainer's ``_terms``, ``_wants_hidden``, ``causal`` and ``task``."""
 
     _eval_sums: EvalSums | None = None
 
@@ -167,7 +168,7 @@ class DistillationEvalMixin:
         if has_labels:
             labels = tuple(inputs[k].detach() for k in names)
             labels = labels[0] if len(labels) == 1 else labels
-        asked_hidden = bool(self.layer_pairs) or self.embedding_pair is not None
+        asked_hidden = self._wants_hidden()
         return loss, _outputs_for_metrics(self, terms["student"], ignore_keys, asked_hidden), labels
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,

@@ -10,13 +10,15 @@ from collections.abc import Mapping
 
 from ..errors import HfCompressError
 
-__all__ = ["LOGIT_LOSSES", "HIDDEN_LOSSES", "OPTIONS", "check_options", "parse_layer_map"]
+__all__ = ["LOGIT_LOSSES", "HIDDEN_LOSSES", "OPTIONS", "RELATION_LOSSES", "check_options", "parse_layer_map"]
 
 LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "mse")
 HIDDEN_LOSSES = ("mse", "cosine", "mse+cosine")
+RELATION_LOSSES = ("mse", "kl")
 #: the fields both DistillationArguments and the recipe's DistillConfig carry
-OPTIONS = ("temperature", "alpha_logits", "alpha_hidden", "alpha_task", "alpha_embedding", "logit_loss", "jsd_beta",
-           "hidden_loss", "layer_map", "logit_chunk_size", "lmbda", "seq_kd", "max_new_tokens", "generation_temperature")
+OPTIONS = ("temperature", "alpha_logits", "alpha_hidden", "alpha_task", "alpha_embedding", "alpha_relation",
+           "logit_loss", "jsd_beta", "hidden_loss", "relation_loss", "relation_temperature", "layer_map",
+           "logit_chunk_size", "lmbda", "seq_kd", "max_new_tokens", "generation_temperature")
 _NAMED = ("uniform", "last")
 
 
@@ -28,7 +30,7 @@ def _problem(values: Mapping) -> tuple[str | None, str] | None:
     """``(field, message)`` of the first bad setting; field is None when no single field is to blame."""
     if not (_number(values["temperature"]) and values["temperature"] > 0):
         return "temperature", f"`temperature` must be > 0, got {values['temperature']!r}"
-    alphas = ("alpha_logits", "alpha_hidden", "alpha_task", "alpha_embedding")
+    alphas = ("alpha_logits", "alpha_hidden", "alpha_task", "alpha_embedding", "alpha_relation")
     for name in alphas:
         if not (_number(values.get(name, 0.0)) and values.get(name, 0.0) >= 0):
             return name, f"`{name}` must be >= 0, got {values[name]!r}"
@@ -40,6 +42,13 @@ def _problem(values: Mapping) -> tuple[str | None, str] | None:
         return "jsd_beta", f"`jsd_beta` must be strictly between 0 and 1, got {values['jsd_beta']!r}"
     if values["hidden_loss"] not in HIDDEN_LOSSES:
         return "hidden_loss", f"`hidden_loss` must be one of {', '.join(HIDDEN_LOSSES)}, got {values['hidden_loss']!r}"
+    relation = values.get("relation_loss", "mse")
+    if relation not in RELATION_LOSSES:
+        return "relation_loss", (f"`relation_loss` must be one of {', '.join(RELATION_LOSSES)}, "
+                                 f"got {relation!r}")
+    rel_t = values.get("relation_temperature", 0.05)
+    if not (_number(rel_t) and rel_t > 0):
+        return "relation_temperature", f"`relation_temperature` must be > 0, got {rel_t!r}"
     chunk = values.get("logit_chunk_size", 0)
     if not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
         return "logit_chunk_size", f"`logit_chunk_size` must be an integer >= 0 (0 = off), got {chunk!r}"

@@ -26,6 +26,9 @@ class DistillConfig:
     alpha_hidden: float = 0.0
     alpha_task: float = 0.0
     alpha_embedding: float = 0.0  # 1 - cosine of the mean-pooled final hidden states (sentence embeddings)
+    alpha_relation: float = 0.0  # in-batch cosine matrices of those embeddings, student vs teacher
+    relation_loss: str = "mse"  # mse per pair i != j, or kl per row (listwise, relation_temperature)
+    relation_temperature: float = 0.05
     logit_loss: str = "forward_kl"
     jsd_beta: float = 0.5
     hidden_loss: str = "mse"
@@ -70,10 +73,10 @@ def check_distill_for_task(cfg: DistillConfig, task: str) -> str | None:
             "alpha_logits: a feature-extraction model has no logits; set alpha_logits: 0 and alpha_hidden > 0, "
             f"got {cfg.alpha_logits!r}"
         )
-    if task == "feature-extraction" and not (cfg.alpha_hidden or cfg.alpha_embedding):
+    if task == "feature-extraction" and not (cfg.alpha_hidden or cfg.alpha_embedding or cfg.alpha_relation):
         return (
             "alpha_hidden: a feature-extraction model is distilled on hidden states; set alpha_hidden > 0 "
-            f"(or alpha_embedding > 0), got {cfg.alpha_hidden!r}"
+            f"(or alpha_embedding / alpha_relation > 0), got {cfg.alpha_hidden!r}"
         )
     return None
 
@@ -105,6 +108,9 @@ def distill_stage(ctx, cfg: DistillConfig):
             alpha_hidden=cfg.alpha_hidden,
             alpha_task=cfg.alpha_task,
             alpha_embedding=cfg.alpha_embedding,
+            alpha_relation=cfg.alpha_relation,
+            relation_loss=cfg.relation_loss,
+            relation_temperature=cfg.relation_temperature,
             logit_loss=cfg.logit_loss,
             jsd_beta=cfg.jsd_beta,
             hidden_loss=cfg.hidden_loss,
@@ -158,7 +164,7 @@ def _cache_once(ctx, cfg: DistillConfig, dataset, alpha_logits: float) -> str:
     if cfg.alpha_hidden > 0:
         pairs = resolve_layer_pairs(cfg.layer_map, num_layers(ctx.model), num_layers(ctx.teacher))
         layers = sorted({t for _, t in pairs})
-    if cfg.alpha_embedding > 0:  # the sentence embedding pools the teacher's final hidden states
+    if cfg.alpha_embedding > 0 or cfg.alpha_relation > 0:  # both pool the teacher's final hidden states
         layers = sorted({*layers, num_layers(ctx.teacher)})
     return cache_teacher_outputs(ctx.teacher, dataset, cfg.teacher_cache, top_k=cfg.top_k if alpha_logits else 0,
                                  hidden_layers=layers, max_length=_max_length(ctx, cfg), batch_size=cfg.batch_size,

@@ -6,12 +6,19 @@ Reduction rule. For one optimizer step (one gradient-accumulation window, all pr
          + alpha_hidden * sum(hidden over attended tokens)      / N_hidden   (mean over layer pairs)
          + alpha_task   * sum(model's own loss over its items)   / N_task
          + alpha_embedding * sum(1 - cos(mean-pooled final hidden states)) / N_sequences
+         + alpha_relation * sum(relation over each micro-batch's pairs / rows) / N_relation
 
 where each ``N`` counts the valid items of the whole window (every micro-batch, and every process when
 ``average_tokens_across_devices`` is on, the default). Valid logit positions: causal LMs shift like the model's
 own loss (position i predicts token i+1) and keep ``attention_mask[:, 1:] & labels[:, 1:] != -100``; other
 token heads keep ``attention_mask & labels != -100`` (labels only when present); sequence classifiers count
 examples. Hidden positions are the attended tokens. So batch 8 and batch 4 x accumulation 2 give equal gradients.
+
+The relation term (``relation_loss``: ``mse`` per ordered pair i != j of the B x B cosine matrices of the
+mean-pooled final hidden states, or ``kl`` per row over the other sequences, ``relation_temperature``) pairs
+sequences **within a micro-batch** only, so it depends on how a window is split: batch 8 and 4 x 2 differ.
+``N_relation`` is the window's total pair (``mse``) or row (``kl``) count over its micro-batches, so a
+window's term is the mean over all its pairs (rows). No projection: the matrices do not depend on the width.
 """
 
 from __future__ import annotations
@@ -48,7 +55,16 @@ from .teacher import load_teacher, shared_vocab
 __all__ = ["DistillationTrainer", "WindowCounts"]
 
 logger = logging.getLogger(__name__)
-_TERMS = ("loss_kd", "loss_hidden", "loss_task", "loss_embedding")
+_TERMS = ("loss_kd", "loss_hidden", "loss_task", "loss_embedding", "loss_relation")
+
+
+def _check_relation_cache(cached_layers, final: int, alpha: float) -> None:
+    """The relation term reads the teacher's final hidden states: a cache without them is refused up front."""
+    if final not in cached_layers:
+        raise HfCompressError(
+            f"`alpha_relation` must be 0 with a teacher_cache without the teacher's final hidden states "
+            f"(layer {final}): cache with hidden_layers including {final}, or pass teacher_model; got "
+            f"alpha_relation={alpha} with hidden_layers={list(cached_layers)}")
 
 
 class _ZeroProjectionGrads(TrainerCallback):
@@ -139,17 +155,24 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             self.layer_pairs = resolve_layer_pairs(args.layer_map, num_layers(student), t_shape[0],
                                                    args.include_embeddings)
         pairs = list(dict.fromkeys(self.layer_pairs + ([self.embedding_pair] if self.embedding_pair else [])))
-        self._teacher_layers = sorted({t for _, t in pairs})  # the teacher hidden states every step reads
+        # the relation term compares in-batch cosine matrices of the final hidden states: no projection
+        self.relation_pair = (num_layers(student), t_shape[0]) if args.alpha_relation > 0 else None
+        read = {t for _, t in pairs} | ({t_shape[0]} if self.relation_pair else set())
+        self._teacher_layers = sorted(read)  # the teacher hidden states every step reads
+        if teacher_cache is not None and read:
+            if self.relation_pair:
+                _check_relation_cache(source.meta["hidden_layers"], t_shape[0], args.alpha_relation)
+            source.check_hidden_layers(self._teacher_layers)
+            self._eval_caches.check_hidden_layers(self._teacher_layers)
         if pairs:
-            if teacher_cache is not None:
-                source.check_hidden_layers([t for _, t in pairs])
-                self._eval_caches.check_hidden_layers([t for _, t in pairs])
             with torch.random.fork_rng(devices=[]):  # same initial projections in every process
                 torch.manual_seed(args.seed)
                 self.projections = HiddenProjections(pairs, hidden_width(student), t_shape[1])
             self.projections.to(device=device, dtype=student.dtype)
             self._register_projection_grad_sync()
             self.add_callback(_ZeroProjectionGrads(self.projections))
+        self._relation_loss = losses.relation_mse if args.relation_loss == "mse" else functools.partial(
+            losses.relation_kl, temperature=args.relation_temperature)
         self._logit_loss = {
             "forward_kl": functools.partial(losses.forward_kl, temperature=args.temperature),
             "reverse_kl": functools.partial(losses.reverse_kl, temperature=args.temperature),
@@ -162,7 +185,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
 
     # ---- counting valid items ------------------------------------------------------------------------
     def _window_counts(self, batches: list, reduce: bool = True) -> WindowCounts:
-        totals = window_totals(batches, self.task)
+        totals = window_totals(batches, self.task, self.args.relation_loss)
         world, factor = self.accelerator.num_processes, 1.0
         if reduce and world > 1 and self.args.average_tokens_across_devices:
             totals = self.accelerator.reduce(totals.to(self.args.device), "sum").cpu()
@@ -196,7 +219,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
 
     # ---- the loss ------------------------------------------------------------------------------------------
     def _terms(self, model, inputs: dict, counts: WindowCounts | None = None) -> dict:
-        """Unnormalised sums of the three terms for one micro-batch (task: model mean x its item count).
+        """Unnormalised sums of the terms for one micro-batch (task: model mean x its item count).
 
         With ``logit_chunk_size`` (causal LMs, training with gradients, ``counts`` given) the KD and task sums
         come from :mod:`.chunked` and ``head_loss`` holds their weighted, differentiable sum.
@@ -206,7 +229,7 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         logit_mask, hidden_mask, n_task = item_masks(inputs, self.task)
         source = self.teacher_source  # None: evaluating a teacher-cache run on rows with no cache (task loss only)
         use_task = (args.alpha_task > 0 or source is None) and labels is not None and n_task > 0
-        want_hidden = (bool(self.layer_pairs) or self.embedding_pair is not None) and source is not None
+        want_hidden = self._wants_hidden() and source is not None
         train_step = counts is not None and model.training and torch.is_grad_enabled()
         chunk = bool(args.logit_chunk_size) and train_step
         # causal LM, full logits: KD + task cross-entropy in one softmax pass with its own gradient (fused.py)
@@ -218,7 +241,8 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         t_out = None if source is None else source(inputs, self._teacher_layers,
                                                    **({"final_hidden": True} if chunk else {}))
         zero = torch.zeros((), device=hidden_mask.device)
-        out = {"kd": zero, "hidden": zero, "task": zero, "embedding": zero, "student": s_out, "teacher": t_out}
+        out = {"kd": zero, "hidden": zero, "task": zero, "embedding": zero, "relation": zero,
+               "student": s_out, "teacher": t_out}
         if chunk or fused:
             wf = counts.world_factor
             coeffs = torch.tensor([args.alpha_logits / counts.logits.item() * wf,
@@ -243,6 +267,10 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
             pair = self.embedding_pair
             out["embedding"] = losses.embedding_cosine(self.projections(s_out.hidden_states[pair[0]], pair),
                                                        t_out.hidden_states[pair[1]], hidden_mask, reduction="sum")
+        if self.relation_pair is not None and t_out is not None:  # pairs within this micro-batch
+            s_last, t_last = self.relation_pair
+            out["relation"] = self._relation_loss(s_out.hidden_states[s_last], t_out.hidden_states[t_last],
+                                                  hidden_mask, reduction="sum")
         if self.layer_pairs and t_out is not None:
             total = zero
             for pair in self.layer_pairs:
@@ -256,6 +284,10 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         if use_task and not (chunk or fused):
             out["task"] = s_out.loss.float() * n_task  # the model's loss is a mean over its n_task items
         return out
+
+    def _wants_hidden(self) -> bool:
+        """Whether the terms read hidden states (the student is run with ``output_hidden_states``)."""
+        return bool(self.layer_pairs) or self.embedding_pair is not None or self.relation_pair is not None
 
     def _head_grad_in_place(self) -> bool:
         """Chunked losses may add the LM head's gradient into its existing ``.grad`` during the forward pass:
@@ -271,11 +303,13 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         terms = self._terms(model, inputs, counts)
         a = self.args
         parts = torch.stack([terms["kd"] / counts.logits.item(), terms["hidden"] / counts.hidden.item(),
-                             terms["task"] / counts.task.item(), terms["embedding"] / counts.sequences.item()])
+                             terms["task"] / counts.task.item(), terms["embedding"] / counts.sequences.item(),
+                             terms["relation"] / counts.relation.item()])
         weights = torch.tensor(a.term_alphas, device=parts.device)
         loss = (parts * weights).sum() * counts.world_factor
         if "head_loss" in terms:  # chunked / fused: KD and task are already weighted (and differentiable) in head_loss
-            loss = terms["head_loss"] + (parts[1] * a.alpha_hidden + parts[3] * a.alpha_embedding) * counts.world_factor
+            rest = parts[1] * a.alpha_hidden + parts[3] * a.alpha_embedding + parts[4] * a.alpha_relation
+            loss = terms["head_loss"] + rest * counts.world_factor
         if model.training:
             if counts is not self._last_window:
                 self._windows_seen, self._last_window = self._windows_seen + 1, counts
@@ -284,8 +318,8 @@ class DistillationTrainer(DistillationEvalMixin, Trainer):
         return (loss, terms["student"]) if return_outputs else loss
 
     def log(self, logs: dict, start_time=None) -> None:
-        """Adds ``loss_kd``/``_hidden``/``_task``/``_embedding`` (unweighted, averaged since the last log) to train
-        logs, for the terms whose alpha is > 0."""
+        """Adds ``loss_kd``/``_hidden``/``_task``/``_embedding``/``_relation`` (unweighted, averaged since the
+        last log) to train logs, for the terms whose alpha is > 0."""
         if "loss" in logs and self._windows_seen > 0:
             sums = self._term_sums.clone()
             if self.accelerator.num_processes > 1:

@@ -126,7 +126,7 @@ def test_a_cached_final_layer_gives_the_live_gradients_and_a_cache_without_it_is
 def test_bad_values_and_the_feature_extraction_rule(tmp_path):
     with pytest.raises(HfCompressError, match="`alpha_embedding` must be >= 0, got -1.0"):
         DistillationArguments(output_dir=str(tmp_path), alpha_embedding=-1.0, report_to="none")
-    with pytest.raises(HfCompressError, match="at least one of .*`alpha_embedding` must be > 0"):
+    with pytest.raises(HfCompressError, match="at least one of .*`alpha_embedding`.* must be > 0"):
         DistillationArguments(output_dir=str(tmp_path), alpha_logits=0.0, report_to="none")
     assert check_distill_for_task(DistillConfig(alpha_logits=0.0, alpha_embedding=1.0), "feature-extraction") is None
     assert "alpha_hidden" in check_distill_for_task(DistillConfig(alpha_logits=0.0, alpha_task=1.0),

@@ -29,7 +29,8 @@ def test_token_heads_and_classifiers():
 def test_window_totals_sum_the_micro_batches():
     a = {"input_ids": IDS, "attention_mask": ATTN, "labels": LABELS}
     b = {"input_ids": IDS[:1], "attention_mask": ATTN[:1], "labels": LABELS[:1]}
-    assert window_totals([a, b], "causal-lm").tolist() == [4 + 3, 6 + 4, 4 + 3, 2 + 1]
+    assert window_totals([a, b], "causal-lm").tolist() == [4 + 3, 6 + 4, 4 + 3, 2 + 1, 2 * 1 + 0]
+    assert window_totals([a, b, a], "causal-lm", "kl").tolist()[4] == 2 + 0 + 2  # rows with another sequence
 
 
 def test_live_teacher_returns_the_models_logits_and_asked_hidden_states():

@@ -21,7 +21,8 @@ BASE = {
 BAD = [
     ("temperature", -1), ("temperature", 0.0), ("alpha_hidden", -0.5), ("alpha_task", -1),
     ("alpha_logits", -2.0), ("logit_loss", "kl"), ("jsd_beta", 1.0), ("hidden_loss", "l1"),
-    ("layer_map", "every-other"), ("layer_map", [[1, -2]]),
+    ("layer_map", "every-other"), ("layer_map", [[1, -2]]), ("alpha_relation", -1.0),
+    ("relation_loss", "cos"), ("relation_temperature", 0.0),
 ]
 
 
