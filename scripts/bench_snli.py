@@ -9,7 +9,10 @@ Teacher: all-MiniLM-L6-v2 (``hf_compress.assets``) fine-tuned as a 3-way classif
 its settings. Students (3 layers copied from the teacher) all get the same ``student_pairs`` (the teacher's
 pairs first), steps, batch and learning-rate schedule: no teacher, logits KD (from the teacher's logits cached
 once over those pairs, ``cache_teacher_outputs``), logits + hidden KD (live teacher), the distilled student in
-int8 w8a8, and TRL's distillation trainer when it can take a sequence-classification student. Each trained
+int8 w8a8, and TRL's distillation trainer when it can take a sequence-classification student. A second
+no-teacher student ("no teacher (base init)") starts from the *pre-trained* model's layers, as a user without a
+fine-tuned teacher would; every other student starts from the fine-tuned teacher's layers. Each distilled
+student is compared with each no-teacher student on the same test pairs (exact McNemar test). Each trained
 student is cached too, so a killed run continues with the next one. Latency is measured side by side in one
 process (batch 32, medians); accuracy on the SNLI test set in fp32. Training uses bf16 autocast only on a CPU
 with native bf16 (AVX512-BF16 / AMX); elsewhere torch emulates bf16 and it is several times slower than fp32.
@@ -45,7 +48,8 @@ from hf_compress.evaluation import accuracy, native_bf16_cpu, report_path, write
 
 logger = logging.getLogger("bench_snli")
 ROOT = Path(__file__).resolve().parent.parent
-STUDENTS = ("no teacher", "logits", "logits + hidden")
+STUDENTS = ("no teacher (base init)", "no teacher", "logits", "logits + hidden")
+BASELINES = ("no teacher (base init)", "no teacher")
 
 
 @dataclass
@@ -150,12 +154,13 @@ PRESETS = {
 
 # ---------------------------------------------------------------------------------------------- table
 def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok, test_tok, tokenizer, labels,
-                 model_name, cache_root):
+                 model_name, cache_root, base=None):
     """Train (or reuse) every student, measure accuracy / size / latency side by side: table rows + notes."""
     from hf_compress.methods.int8.quantize import quantize_int8
 
     teacher_name = f"teacher ({model_name})"
     models, rows = {teacher_name: teacher}, {teacher_name: teacher_row}
+    preds = {}
     notes = [f"teacher row: fine-tuned once with the plain Trainer ({teacher_row['steps']} steps on "
              f"{teacher_row['pairs']:,} pairs) and cached in `{teacher_dir.name}`; its time is from that run."]
     kinds = settings.student_kinds
@@ -168,14 +173,17 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
                      + (" The logits + hidden student runs the live teacher." if "logits + hidden" in kinds else ""))
     for kind in kinds:
         student, folder, stats = snli_train.get_student(kind, teacher, settings, student_tok, tokenizer, cache_folder,
-                                             model_name, cache_root)
+                                                        model_name, cache_root, base=base)
         name = f"student: {kind}"
         models[name] = student
-        rows[name] = dict(acc=snli_data.stored_accuracy(student, folder, settings, test_tok, tokenizer, labels),
+        preds[name] = snli_data.stored_predictions(student, folder, settings, test_tok, tokenizer)
+        rows[name] = dict(acc=accuracy(preds[name], labels),
                           **{k: stats.get(k) for k in ("train_s", "cpu_s", "steps", "steps_per_s", "pairs")})
         logger.warning("%s: accuracy %.4f (%s)", name, rows[name]["acc"], folder.name)
     rows = {n: rows[n] for n in [teacher_name] + [f"student: {k}" for k in STUDENTS if k in kinds]}
     distilled = [k for k in ("logits + hidden", "logits") if k in kinds]
+    notes += snli_table.paired_notes(preds, labels, [f"student: {k}" for k in distilled],
+                                     [f"student: {k}" for k in BASELINES if k in kinds])
     if distilled and args.skip_int8:
         notes.append("int8 row left out (--skip-int8): w8a8 on a CPU without AVX512-VNNI runs torch._int_mm, "
                      "20-37x slower than fp32 (README, int8); predicting the test set took ~15 s a batch of 128.")
@@ -218,7 +226,8 @@ def header(settings: BenchSettings, model_name: str, n_test: int, argv: list[str
         f"epoch(s) at lr {settings.teacher_lr:g}. Every student: the same {settings.pairs:,} pairs (the "
         f"teacher's first), {settings.steps} steps × batch {settings.batch_size} = "
         f"{settings.steps * settings.batch_size / settings.pairs:.2f} epoch, lr {settings.student_lr:g} "
-        f"linear with 6% warm-up, teacher layers {keep}. KD: forward KL at τ={settings.temperature:g}, "
+        f"linear with 6% warm-up, teacher layers {keep} (the base-init student: those layers of the pre-trained "
+        f"model, never fine-tuned). KD: forward KL at τ={settings.temperature:g}, "
         f"α_logits={settings.alpha_logits:g}, α_task={settings.alpha_task:g}, α_hidden="
         f"{settings.alpha_hidden:g} ({settings.layer_map} layer map, MSE). max_length {settings.max_length}; "
         f"training precision: {precision}. Test: {n_test:,} SNLI test pairs, fp32."])
@@ -280,7 +289,7 @@ def main(argv=None) -> int:
     teacher, teacher_dir, tstats = snli_train.get_teacher(settings, train_tok.select(range(settings.train_size)),
                                                tokenizer, init_teacher, model_name, cache_root)
     labels = list(test_tok["label"])
-    teacher_acc = snli_data.stored_accuracy(teacher, teacher_dir, settings, test_tok, tokenizer, labels)
+    teacher_acc = accuracy(snli_data.stored_predictions(teacher, teacher_dir, settings, test_tok, tokenizer), labels)
     logger.warning("teacher %s: test accuracy %.4f (%d pairs), trained in %.0f s", teacher_dir, teacher_acc,
                    len(labels), tstats["train_s"])
     if args.teacher_only:
@@ -289,7 +298,7 @@ def main(argv=None) -> int:
                        **{k: tstats.get(k) for k in ("train_s", "cpu_s", "steps", "steps_per_s")})
     rows, notes = run_students(args, settings, teacher, teacher_dir, teacher_row,
                                train_tok.select(range(settings.pairs)), test_tok, tokenizer, labels,
-                               model_name, cache_root)
+                               model_name, cache_root, base=init_teacher)
     head = header(settings, model_name, len(labels), argv, time.perf_counter() - t_start,
                   time.process_time() - cpu_start, (load_start, os.getloadavg()[0]), num_layers(teacher))
     table = snli_table.render(rows, notes, head)

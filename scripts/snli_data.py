@@ -1,5 +1,5 @@
 """Data and evaluation of scripts/bench_snli.py: SNLI pairs (or the --tiny synthetic ones), tokenization,
-fp32 test predictions, and test accuracies stored beside a cached model folder."""
+fp32 test predictions, stored beside a cached model folder."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
-
-from hf_compress.evaluation import accuracy
 
 
 def tiny_setup(settings, n_train: int):
@@ -103,16 +101,16 @@ def predict(model, test_tok, tokenizer, batch_size: int = 128) -> list[int]:
     return preds
 
 
-def stored_accuracy(model, folder: Path, settings, test_tok, tokenizer, labels) -> float:
-    """Test accuracy of ``model``, stored in ``folder/test_accuracy.json`` per test selection (minutes on CPU
-    for the teacher), so a rerun of the table does not predict again."""
-    path = Path(folder) / "test_accuracy.json"
+def stored_predictions(model, folder: Path, settings, test_tok, tokenizer) -> list[int]:
+    """Test predictions of ``model``, stored in ``folder/test_predictions.json`` per test selection (minutes on
+    CPU for the teacher), so a rerun of the table does not predict again; the paired comparisons need them."""
+    path = Path(folder) / "test_predictions.json"
     key = (f"test_size={settings.test_size},seed={settings.seed},max_length={settings.max_length},"
-           f"n={len(labels)}")
+           f"n={len(test_tok)}")
     known = json.loads(path.read_text()) if path.exists() else {}
     if key not in known:
-        known[key] = accuracy(predict(model, test_tok, tokenizer), labels)
+        known[key] = predict(model, test_tok, tokenizer)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
+        tmp.write_text(json.dumps(known))
         os.replace(tmp, path)
     return known[key]

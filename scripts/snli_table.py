@@ -1,7 +1,9 @@
-"""The table of scripts/bench_snli.py: sizes and side-by-side latency of every model, then the markdown."""
+"""The table of scripts/bench_snli.py: sizes and side-by-side latency of every model, paired comparisons of
+the distilled students with the students trained without a teacher, then the markdown."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +33,34 @@ def measure(models: dict, rows: dict, test_tok, tokenizer, repeats: int) -> str:
     return (f"latency: batch of the first {batch['input_ids'].shape[0]} test pairs padded to "
             f"{batch['input_ids'].shape[1]} tokens, median of {repeats} fp32 forwards per model, models "
             f"interleaved in one process on {torch.get_num_threads()} thread(s) (pid {os.getpid()}).")
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: ``b`` and ``c`` are the discordant pairs (one model right, the other
+    wrong, and the reverse); under "equally good" each is Binomial(b + c, 1/2)."""
+    n, low = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(low + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_notes(preds: dict[str, list[int]], labels: list[int], distilled: list[str],
+                 baselines: list[str]) -> list[str]:
+    """One line per (distilled, baseline) row pair: the accuracy difference on the same test pairs and the
+    exact McNemar test of it (a paired test: tighter than comparing two accuracies' standard errors)."""
+    notes = []
+    for a in distilled:
+        for b in baselines:
+            right_a = [p == y for p, y in zip(preds[a], labels)]
+            right_b = [p == y for p, y in zip(preds[b], labels)]
+            only_a = sum(x and not y for x, y in zip(right_a, right_b))
+            only_b = sum(y and not x for x, y in zip(right_a, right_b))
+            diff = 100 * (only_a - only_b) / len(labels)
+            notes.append(f"paired: {a} vs {b}: {diff:+.2f} points on the same {len(labels):,} test pairs "
+                         f"(right where the other is wrong on {only_a:,}, the reverse on {only_b:,}; exact "
+                         f"McNemar p = {mcnemar_p(only_a, only_b):.2g})")
+    return notes
 
 
 def _fmt(value, spec: str) -> str:

@@ -97,21 +97,27 @@ def teacher_logits(teacher, teacher_dir: Path, settings, student_tok, tokenizer)
 
 
 def train_student(kind: str, teacher, settings, student_tok, tokenizer, work: Path,
-                  cache_folder: str | None):
+                  cache_folder: str | None, base=None):
     """A student with the teacher's ``settings.keep`` layers (or ``student_layers`` spread evenly), trained
-    for ``settings.steps`` steps on ``student_tok``; the logits student reads ``cache_folder`` when given."""
+    for ``settings.steps`` steps on ``student_tok``; the logits student reads ``cache_folder`` when given.
+    The "no teacher (base init)" student takes those layers from ``base()``, the pre-trained model."""
     from hf_compress.distillation.args import DistillationArguments
     from hf_compress.distillation.trainer import DistillationTrainer
     from hf_compress.methods.layers.drop import student_from_teacher
 
     keep = settings.keep
-    student = (student_from_teacher(teacher, keep=keep) if keep is not None
-               else student_from_teacher(teacher, num_layers=settings.student_layers)).train()
+    init_from = teacher
+    if kind == "no teacher (base init)":
+        if base is None:
+            raise ValueError("the 'no teacher (base init)' student needs `base`, the pre-trained model's loader")
+        init_from = base()
+    student = (student_from_teacher(init_from, keep=keep) if keep is not None
+               else student_from_teacher(init_from, num_layers=settings.student_layers)).train()
     kwargs = train_kwargs(settings, str(work / kind.replace(" ", "_")), settings.student_lr, settings.steps)
     common = dict(model=student, train_dataset=student_tok, data_collator=DataCollatorWithPadding(tokenizer),
                   processing_class=tokenizer)
     source = None
-    if kind == "no teacher":
+    if kind.startswith("no teacher"):
         trainer = Trainer(args=TrainingArguments(**kwargs), **common)
     else:
         hidden = settings.alpha_hidden if kind == "logits + hidden" else 0.0
@@ -126,13 +132,13 @@ def train_student(kind: str, teacher, settings, student_tok, tokenizer, work: Pa
     return student.eval(), {**stats, "pairs": len(student_tok), "teacher_source": source}
 
 
-def get_student(kind, teacher, settings, student_tok, tokenizer, cache_folder, model_name, cache_root):
+def get_student(kind, teacher, settings, student_tok, tokenizer, cache_folder, model_name, cache_root, base=None):
     """A trained student from the cache (``snli-student-<hash of every setting>``), or train and cache it."""
     final = cache_root / f"snli-student-{settings.student_key(kind, model_name)}"
 
     def build(work, staged):
         logger.warning("training student %r for %d steps on %d pairs", kind, settings.steps, len(student_tok))
-        student, stats = train_student(kind, teacher, settings, student_tok, tokenizer, work, cache_folder)
+        student, stats = train_student(kind, teacher, settings, student_tok, tokenizer, work, cache_folder, base)
         student.save_pretrained(staged)
         return {**stats, "kind": kind, "settings": dataclasses.asdict(settings)}
 

@@ -8,10 +8,11 @@ cached row must cover). Valid logit positions:
 - other token heads keep ``attention_mask & labels != -100`` (labels only when present);
 - sequence classifiers count examples.
 
-Hidden-state positions are the attended tokens. The task term counts the model's own label items; the
-sentence-embedding term counts sequences with at least one attended token. The relation term pairs the ``n``
-such sequences of one micro-batch with each other: ``"mse"`` counts the ``n (n - 1)`` ordered pairs, ``"kl"``
-the ``n`` rows when ``n >= 2`` (0 otherwise); a window's count is the sum over its micro-batches.
+Hidden-state positions are the attended tokens. The task term counts the model's own label items (a sequence
+classifier's rows labelled -100 are unlabelled: the teacher's logits still count, its cross-entropy skips
+them); the sentence-embedding term counts sequences with at least one attended token. The relation term pairs
+the ``n`` such sequences of one micro-batch with each other: ``"mse"`` counts the ``n (n - 1)`` ordered pairs,
+``"kl"`` the ``n`` rows when ``n >= 2`` (0 otherwise); a window's count is the sum over its micro-batches.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ def item_masks(inputs: dict, task: str) -> tuple[torch.Tensor, torch.Tensor, int
     attn = attention_mask_of(inputs)  # (B, T)
     labels = inputs.get("labels")
     if task == "sequence-classification":
-        logit_mask = torch.ones(attn.shape[0], dtype=torch.bool, device=attn.device)  # (B,)
-        n_task = attn.shape[0] if labels is not None else 0
+        logit_mask = torch.ones(attn.shape[0], dtype=torch.bool, device=attn.device)  # (B,): KD on every row
+        if labels is None:
+            n_task = 0
+        elif labels.dtype.is_floating_point or labels.dim() > 1:  # regression / multi-label: every row
+            n_task = attn.shape[0]
+        else:  # single-label cross-entropy skips -100: unlabelled rows get KD only
+            n_task = int(labels.ne(-100).sum())
     elif task == "causal-lm":
         logit_mask = attn[:, 1:]  # (B, T-1): position i predicts token i+1
         if labels is not None:

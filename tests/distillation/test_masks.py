@@ -22,6 +22,10 @@ def test_token_heads_and_classifiers():
     assert logit.tolist() == [[False, True, True, True], [False, True, False, False]] and n_task == 4
     logit, _, n_task = item_masks({"input_ids": IDS, "labels": torch.tensor([0, 2])}, "sequence-classification")
     assert logit.tolist() == [True, True] and n_task == 2
+    logit, _, n_task = item_masks({"input_ids": IDS, "labels": torch.tensor([-100, 2])}, "sequence-classification")
+    assert logit.tolist() == [True, True] and n_task == 1  # an unlabelled row: KD yes, cross-entropy no
+    _, _, n_task = item_masks({"input_ids": IDS, "labels": torch.tensor([-100.0, 2.5])}, "sequence-classification")
+    assert n_task == 2  # regression targets are values, not ignore markers
     logit, hidden, n_task = item_masks({"input_ids": IDS}, "masked-lm")  # no mask, no labels: everything counts
     assert bool(logit.all()) and bool(hidden.all()) and n_task == 0
 

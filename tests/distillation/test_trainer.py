@@ -47,6 +47,36 @@ def test_batch_8_equals_batch_4_times_accumulation_2(tmp_path, kind):
     assert losses[1:] == pytest.approx([losses[0]] * (len(losses) - 1), rel=1e-5)
 
 
+def test_unlabelled_classifier_rows_are_distilled_and_exact_under_accumulation(tmp_path):
+    """Rows labelled -100 (unlabelled text for a classifier) get KD only; the first micro-batch of the
+    accumulated run has no label at all, which made the model's mean cross-entropy NaN before."""
+    teacher, student = make_models("bert-cls")
+    ds = make_dataset("bert-cls")
+    labels = [-100, -100, -100, -100, 0, -100, 2, 1]
+    ds = ds.remove_columns("labels").add_column("labels", labels)
+    grads, losses = [], []
+    for bs, ga in ((8, 1), (4, 2)):
+        args = make_args(tmp_path, per_device_train_batch_size=bs, gradient_accumulation_steps=ga, max_steps=1,
+                         max_grad_norm=0.0, alpha_hidden=0.0, alpha_task=0.5)
+        trainer = DistillationTrainer(model=copy.deepcopy(student), teacher_model=teacher, args=args,
+                                      train_dataset=ds)
+        cap = GradCapture(trainer)
+        trainer.add_callback(cap)
+        trainer.train()
+        grads.append(cap.grads[0])
+        losses.append(trainer.state.log_history[0]["loss"])
+    batch = full_batch(ds)
+    with torch.no_grad():
+        s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        t_logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    kd, n = _naive_kd(s_logits, t_logits, torch.ones(8, dtype=torch.bool), 2.0)
+    task = F.cross_entropy(s_logits[4:][[0, 2, 3]].double(), torch.tensor([0, 2, 1])).item()
+    assert losses[0] == pytest.approx(kd / n + 0.5 * task, rel=1e-4)  # KD over 8 rows, CE over the 3 labelled
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def _naive_kd(s_logits, t_logits, mask, tau):
     """KL(p_T || p_S) tau^2 summed over positions picked by a boolean mask, with F.kl_div."""
     log_s = F.log_softmax(s_logits[mask].double() / tau, -1)

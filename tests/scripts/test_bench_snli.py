@@ -13,6 +13,7 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_snli.py"
 ROWS = [
     "teacher (tiny-bert)",
+    "student: no teacher (base init)",
     "student: no teacher",
     "student: logits",
     "student: logits + hidden",
@@ -62,23 +63,23 @@ def test_tiny_table_has_every_row_and_consistent_columns(tiny_run):
     assert list(table) == ROWS
     layers, params, nbytes, latency, acc, pct, pairs, steps, cpu_min, train_s, steps_s = zip(*table.values())
     teacher_acc = acc[0]
-    assert layers[:5] == (4, 3, 3, 3, 3)
-    for i in range(5):  # measured rows: every column filled, % of teacher is the accuracy ratio
+    assert layers[:6] == (4, 3, 3, 3, 3, 3)
+    for i in range(6):  # measured rows: every column filled, % of teacher is the accuracy ratio
         assert latency[i] > 0 and 0 <= acc[i] <= 100
         assert pct[i] == pytest.approx(100 * acc[i] / teacher_acc, abs=0.06)
-    for i in range(4):
+    for i in range(5):
         assert train_s[i] >= 0 and cpu_min[i] >= 0 and steps_s[i] > 0
     assert pct[0] == 100.0
-    assert params[1] == params[2] == params[3] == params[4] < params[0]  # int8 keeps the weight count
-    assert nbytes[1] == nbytes[2] == nbytes[3] < nbytes[0]
-    assert nbytes[4] < 0.5 * nbytes[3]  # int8 weights on disk
+    assert params[1] == params[2] == params[3] == params[4] == params[5] < params[0]  # int8 keeps the count
+    assert nbytes[1] == nbytes[2] == nbytes[3] == nbytes[4] < nbytes[0]
+    assert nbytes[5] < 0.5 * nbytes[4]  # int8 weights on disk
     # every student: the same pairs (more than the teacher's) and the same steps
-    assert pairs[0] == 96 and pairs[1] == pairs[2] == pairs[3] == 192 and steps[1] == steps[2] == steps[3] == 6
-    assert steps_s[4] is None
-    assert all(v is None for v in table[ROWS[5]])  # TRL cannot take a classifier: explained, not measured
+    assert pairs[0] == 96 and set(pairs[1:5]) == {192} and set(steps[1:5]) == {6}
+    assert steps_s[5] is None
+    assert all(v is None for v in table[ROWS[6]])  # TRL cannot take a classifier: explained, not measured
     assert "TRL row not measured:" in text
     assert "trained from the teacher's logits over its 192 pairs, cached once" in text
-    assert "teacher layers 0, 2, 3." in text  # 3 of the tiny teacher's 4, spread evenly
+    assert "teacher layers 0, 2, 3 (the base-init student: those layers of the pre-trained" in text  # 3 of 4
 
 
 def test_students_are_reused_from_their_cache(bench, tiny_run, tmp_path, monkeypatch):
@@ -93,8 +94,8 @@ def test_students_are_reused_from_their_cache(bench, tiny_run, tmp_path, monkeyp
     assert bench.main(["--tiny", "--cache-dir", str(cache), "--output", str(out), "--set",
                        "students=logits + hidden,no teacher,logits", "--skip-trl", "--skip-int8"]) == 0
     again, first = _table(out.read_text()), _table(text)
-    assert list(again) == ROWS[:4] and "int8 row left out (--skip-int8)" in out.read_text()
-    for row in ROWS[:4]:  # same accuracy, pairs, steps and training times (from the cache)
+    assert list(again) == [ROWS[0]] + ROWS[2:5] and "int8 row left out (--skip-int8)" in out.read_text()
+    for row in [ROWS[0]] + ROWS[2:5]:  # same accuracy, pairs, steps and training times (from the cache)
         assert again[row][4:] == first[row][4:]
 
 
@@ -169,9 +170,11 @@ def test_teacher_is_reused_from_cache(bench, tiny_run):
     teacher, folder, stats = bench.snli_train.get_teacher(settings, train_tok, tokenizer, must_not_train, name, cache)
     assert folder.name == f"snli-teacher-{settings.teacher_key(name)}" and stats["steps"] > 0
     assert teacher.config.num_labels == 3
-    # the teacher's test accuracy is stored beside it and is the one the table shows
-    (stored,) = bench.json.loads((folder / "test_accuracy.json").read_text()).values()
-    assert _table(tiny_run[0])[ROWS[0]][4] == pytest.approx(100 * stored, abs=0.006)
+    # the teacher's test predictions are stored beside it and give the accuracy the table shows
+    (stored,) = bench.json.loads((folder / "test_predictions.json").read_text()).values()
+    test = bench.snli_data.tiny_setup(settings, settings.train_size)[1]
+    acc = sum(p == y for p, y in zip(stored, test["label"])) / len(stored)
+    assert _table(tiny_run[0])[ROWS[0]][4] == pytest.approx(100 * acc, abs=0.006)
 
 
 def test_teacher_key_tracks_teacher_settings_only(bench):
@@ -189,3 +192,40 @@ def test_teacher_key_tracks_teacher_settings_only(bench):
 def test_bad_settings_name_the_field(bench, field, value):
     with pytest.raises(ValueError, match=re.escape(f"`{field}` must be")):
         bench.dataclasses.replace(bench.PRESETS["tiny"], **{field: value})
+
+
+def test_base_init_student_starts_from_the_pretrained_layers(bench, tiny_run, tmp_path):
+    settings, teacher, _, train_tok, tokenizer = _tiny_parts(bench, tiny_run[1], student_steps=1, student_lr=1e-12)
+    base = bench.snli_data.tiny_setup(settings, 8)[3]
+    student, stats = bench.snli_train.train_student("no teacher (base init)", teacher, settings, train_tok,
+                                                    tokenizer, tmp_path, None, base=base)
+    pre, fine = base().bert.encoder.layer, teacher.bert.encoder.layer
+    for s_i, t_i in enumerate((0, 2, 3)):
+        got = student.bert.encoder.layer[s_i].output.dense.weight
+        torch.testing.assert_close(got, pre[t_i].output.dense.weight, rtol=0, atol=1e-9)
+        assert not torch.allclose(got, fine[t_i].output.dense.weight)  # not the fine-tuned teacher's
+    assert stats["teacher_source"] is None
+    with pytest.raises(ValueError, match="needs `base`"):
+        bench.snli_train.train_student("no teacher (base init)", teacher, settings, train_tok, tokenizer,
+                                       tmp_path / "b", None)
+
+
+@pytest.mark.parametrize("b, c, expected", [(0, 0, 1.0), (10, 0, 2 / 1024), (0, 10, 2 / 1024), (5, 5, 1.0),
+                                            (3, 1, 0.625)])
+def test_mcnemar_exact_p(bench, b, c, expected):
+    assert bench.snli_table.mcnemar_p(b, c) == pytest.approx(expected)
+
+
+def test_paired_notes_count_the_discordant_pairs(bench):
+    labels = [0, 1, 2, 0, 1, 2]
+    preds = {"a": [0, 1, 2, 0, 0, 0], "b": [0, 0, 0, 0, 1, 0]}  # a right on 4, b on 3; a-only 2, b-only 1
+    (note,) = bench.snli_table.paired_notes(preds, labels, ["a"], ["b"])
+    assert note.startswith("paired: a vs b: +16.67 points on the same 6 test pairs")
+    assert "wrong on 2, the reverse on 1" in note and "p = 1" in note
+
+
+def test_tiny_table_has_the_paired_comparisons(tiny_run):
+    text = tiny_run[0]
+    for a in ("logits + hidden", "logits"):
+        for b in ("no teacher (base init)", "no teacher"):
+            assert f"- paired: student: {a} vs student: {b}: " in text
