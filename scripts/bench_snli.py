@@ -59,6 +59,9 @@ class BenchSettings:
     preset: str = "full"
     train_size: int = 12_000  # the teacher's training pairs: the first of the shuffled training subset
     student_pairs: int | None = None  # the students' pairs, the teacher's first; None: the teacher's
+    # the first N of the students' pairs keep their labels, the rest are unlabelled text (-100): the distilled
+    # students learn them from the teacher alone, the no-teacher students train on the N labelled pairs only
+    student_labels: int | None = None
     test_size: int | None = None  # None: the whole labelled SNLI test set (9,824 pairs)
     max_length: int = 128
     batch_size: int = 32
@@ -84,7 +87,7 @@ class BenchSettings:
         for name in ("train_size", "max_length", "batch_size", "student_layers", "latency_repeats"):
             if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("test_size", "student_pairs", "student_steps"):
+        for name in ("test_size", "student_pairs", "student_steps", "student_labels"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1 or None, got {getattr(self, name)!r}")
         for name in ("teacher_lr", "teacher_epochs", "student_lr", "student_epochs", "temperature"):
@@ -93,6 +96,9 @@ class BenchSettings:
         for name in ("alpha_logits", "alpha_task", "alpha_hidden"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {getattr(self, name)!r}")
+        if self.student_labels is not None and self.student_labels > self.pairs:
+            raise ValueError(f"`student_labels` must be <= the students' pairs ({self.pairs}), got "
+                             f"{self.student_labels}")
         kinds = self.student_kinds
         if not kinds or any(k not in STUDENTS for k in kinds):
             raise ValueError(f"`students` must be a comma-separated subset of {', '.join(STUDENTS)}, "
@@ -135,6 +141,8 @@ class BenchSettings:
 
     def student_key(self, kind: str, model_name: str) -> str:
         skip = {"preset", "test_size", "latency_repeats", "students", "bf16_training", "student_steps"}
+        if self.student_labels is None:  # every pair labelled: the keys of the students cached before the field
+            skip.add("student_labels")
         blob = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         blob.update(kind=kind, steps=self.steps, bf16=self.bf16, teacher=self.teacher_key(model_name))
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
@@ -164,15 +172,25 @@ def run_students(args, settings, teacher, teacher_dir, teacher_row, student_tok,
     notes = [f"teacher row: fine-tuned once with the plain Trainer ({teacher_row['steps']} steps on "
              f"{teacher_row['pairs']:,} pairs) and cached in `{teacher_dir.name}`; its time is from that run."]
     kinds = settings.student_kinds
+    labelled_tok = distil_tok = student_tok
+    if settings.student_labels is not None:  # the pairs past the first student_labels: text without labels
+        n_lab = settings.student_labels
+        labelled_tok = student_tok.select(range(n_lab))
+        distil_tok = student_tok.map(lambda row, i: {"label": row["label"] if i < n_lab else -100},
+                                     with_indices=True, desc="unlabel")
+        notes.append(f"labels: the students' first {n_lab:,} pairs keep theirs; the other "
+                     f"{len(student_tok) - n_lab:,} are unlabelled text, learnt from the teacher alone by the "
+                     f"distilled students; the no-teacher students train on the {n_lab:,} labelled pairs.")
     cache_folder = None
     if "logits" in kinds and settings.teacher_cache:
-        cache_folder, timing = snli_train.teacher_logits(teacher, teacher_dir, settings, student_tok, tokenizer)
+        cache_folder, timing = snli_train.teacher_logits(teacher, teacher_dir, settings, distil_tok, tokenizer)
         notes.append(f"logits student: trained from the teacher's logits over its {len(student_tok):,} pairs, "
                      f"cached once (`cache_teacher_outputs`, all 3 labels) in {timing['cpu_s'] / 60:.1f} "
                      f"CPU-min ({timing['train_s']:.0f} s wall, not in its training time)."
                      + (" The logits + hidden student runs the live teacher." if "logits + hidden" in kinds else ""))
     for kind in kinds:
-        student, folder, stats = snli_train.get_student(kind, teacher, settings, student_tok, tokenizer, cache_folder,
+        data = labelled_tok if kind.startswith("no teacher") else distil_tok
+        student, folder, stats = snli_train.get_student(kind, teacher, settings, data, tokenizer, cache_folder,
                                                         model_name, cache_root, base=base)
         name = f"student: {kind}"
         models[name] = student

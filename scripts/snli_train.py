@@ -86,7 +86,8 @@ def teacher_logits(teacher, teacher_dir: Path, settings, student_tok, tokenizer)
     distillation loss is the live teacher's); a killed run resumes. Returns (folder, timing)."""
     from hf_compress import cache_teacher_outputs
 
-    folder = teacher_dir / f"logits-{len(student_tok)}-{settings.max_length}-{settings.seed}"
+    labels = "" if settings.student_labels is None else f"-labels{settings.student_labels}"
+    folder = teacher_dir / f"logits-{len(student_tok)}-{settings.max_length}-{settings.seed}{labels}"
     timing = folder / "bench_timing.json"
     if not timing.exists():
         stats = timed(lambda: cache_teacher_outputs(teacher, student_tok, str(folder), top_k=3,

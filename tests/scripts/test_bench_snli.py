@@ -188,7 +188,8 @@ def test_teacher_key_tracks_teacher_settings_only(bench):
 @pytest.mark.parametrize("field, value", [
     ("temperature", 0), ("batch_size", 0), ("test_size", 0), ("student_pairs", 0), ("student_lr", float("nan")),
     ("alpha_logits", -1.0), ("students", "logits,teacher"), ("students", ""), ("student_keep", "0,1"),
-    ("student_keep", "a,b,c"), ("student_epochs", float("inf"))])
+    ("student_keep", "a,b,c"), ("student_epochs", float("inf")), ("student_labels", 0),
+    ("student_labels", 193)])
 def test_bad_settings_name_the_field(bench, field, value):
     with pytest.raises(ValueError, match=re.escape(f"`{field}` must be")):
         bench.dataclasses.replace(bench.PRESETS["tiny"], **{field: value})
@@ -229,3 +230,26 @@ def test_tiny_table_has_the_paired_comparisons(tiny_run):
     for a in ("logits + hidden", "logits"):
         for b in ("no teacher (base init)", "no teacher"):
             assert f"- paired: student: {a} vs student: {b}: " in text
+
+
+def test_unlabelled_pairs_reach_the_distilled_students_only(bench, tiny_run, tmp_path, monkeypatch):
+    seen = {}
+    real = bench.snli_train.train_student
+
+    def spy(kind, teacher, settings, data, *a, **k):
+        seen[kind] = list(data["label"])
+        return real(kind, teacher, settings, data, *a, **k)
+
+    monkeypatch.setattr(bench.snli_train, "train_student", spy)
+    out = tmp_path / "unlabelled.md"
+    assert bench.main(["--tiny", "--cache-dir", str(tiny_run[1]), "--output", str(out), "--skip-trl",
+                       "--skip-int8", "--set", "student_labels=96", "--set", "students=no teacher,logits"]) == 0
+    assert len(seen["no teacher"]) == 96 and -100 not in seen["no teacher"]
+    assert len(seen["logits"]) == 192 and seen["logits"][96:] == [-100] * 96
+    assert seen["logits"][:96] == seen["no teacher"]
+    table = _table(out.read_text())
+    assert table["student: no teacher"][6] == 96 and table["student: logits"][6] == 192  # training pairs
+    assert "the other 96 are unlabelled text" in out.read_text()
+    base = bench.PRESETS["full"]  # unlabelled pairs make other students: another cache key
+    assert base.student_key("logits", "m") != bench.dataclasses.replace(base, student_labels=64_000).student_key(
+        "logits", "m")
