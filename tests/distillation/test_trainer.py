@@ -17,16 +17,13 @@ from hf_compress import DistillationTrainer, HfCompressError
 from hf_compress.distillation.layer_map import PROJECTIONS_FILE
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_batch_8_equals_batch_4_times_accumulation_2(tmp_path, kind):
-    teacher, student = make_models(kind)
-    ds = make_dataset(kind)
+def _one_step_per_split(tmp_path, student, teacher, ds, configs, **kw) -> tuple[list, list]:
+    """One optimizer step from the same student for each (batch size, accumulation) in ``configs``: the
+    gradients at the step and the logged loss of each."""
     grads, losses = [], []
-    configs = ((8, 1), (4, 2), (2, 4)) if kind == "llama" else ((8, 1), (4, 2))
     for bs, ga in configs:
         args = make_args(tmp_path, per_device_train_batch_size=bs, gradient_accumulation_steps=ga, max_steps=1,
-                         max_grad_norm=0.0, logit_loss="forward_kl" if kind != "llama" else "jsd",
-                         hidden_loss="mse+cosine", alpha_task=0.0 if kind == "bert-cls" else 0.3)
+                         max_grad_norm=0.0, **kw)
         trainer = DistillationTrainer(model=copy.deepcopy(student), teacher_model=teacher, args=args,
                                       train_dataset=ds)
         cap = GradCapture(trainer)
@@ -34,6 +31,17 @@ def test_batch_8_equals_batch_4_times_accumulation_2(tmp_path, kind):
         trainer.train()
         grads.append(cap.grads[0])
         losses.append(trainer.state.log_history[0]["loss"])
+    return grads, losses
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_batch_8_equals_batch_4_times_accumulation_2(tmp_path, kind):
+    teacher, student = make_models(kind)
+    ds = make_dataset(kind)
+    configs = ((8, 1), (4, 2), (2, 4)) if kind == "llama" else ((8, 1), (4, 2))
+    grads, losses = _one_step_per_split(tmp_path, student, teacher, ds, configs,
+                                        logit_loss="forward_kl" if kind != "llama" else "jsd",
+                                        hidden_loss="mse+cosine", alpha_task=0.0 if kind == "bert-cls" else 0.3)
     # the micro-batches really hold different numbers of valid tokens, so a mean of means would differ
     labels = torch.tensor(ds["labels"])
     if kind != "bert-cls":
@@ -54,17 +62,8 @@ def test_unlabelled_classifier_rows_are_distilled_and_exact_under_accumulation(t
     ds = make_dataset("bert-cls")
     labels = [-100, -100, -100, -100, 0, -100, 2, 1]
     ds = ds.remove_columns("labels").add_column("labels", labels)
-    grads, losses = [], []
-    for bs, ga in ((8, 1), (4, 2)):
-        args = make_args(tmp_path, per_device_train_batch_size=bs, gradient_accumulation_steps=ga, max_steps=1,
-                         max_grad_norm=0.0, alpha_hidden=0.0, alpha_task=0.5)
-        trainer = DistillationTrainer(model=copy.deepcopy(student), teacher_model=teacher, args=args,
-                                      train_dataset=ds)
-        cap = GradCapture(trainer)
-        trainer.add_callback(cap)
-        trainer.train()
-        grads.append(cap.grads[0])
-        losses.append(trainer.state.log_history[0]["loss"])
+    grads, losses = _one_step_per_split(tmp_path, student, teacher, ds, ((8, 1), (4, 2)), alpha_hidden=0.0,
+                                        alpha_task=0.5)
     batch = full_batch(ds)
     with torch.no_grad():
         s_logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
